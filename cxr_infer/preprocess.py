@@ -1,0 +1,98 @@
+"""The one preprocessing function of the project.
+
+Training (``cxr_train``) and inference (``cxr_infer``) both call :func:`preprocess`; there is no
+second implementation that could drift. The parameters travel inside every exported ONNX file
+(metadata key ``cxr.preprocess``), so inference never guesses them.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+
+import cv2
+import numpy as np
+
+PREPROCESS_VERSION = 1
+RESIZE_RULES = ("stretch",)
+INTENSITY_RULES = ("percentile",)
+
+
+@dataclass(frozen=True)
+class PreprocessSpec:
+    """How a decoded grayscale radiograph becomes a model input.
+
+    ``stretch`` resizes the whole image to ``size`` x ``size``: a centre crop would cut lung
+    fields off wide or tall films, while a mild aspect change is harmless to a CNN trained on it.
+    ``percentile`` maps the ``low``..``high`` percentiles to 0..1 (clipped) so that exposure,
+    bit depth and the window a source chose do not become features the model can learn.
+    """
+
+    size: int = 224
+    resize: str = "stretch"
+    intensity: str = "percentile"
+    low: float = 0.5
+    high: float = 99.5
+    version: int = PREPROCESS_VERSION
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.version != PREPROCESS_VERSION:
+            problems.append(f"version {self.version} (this toolkit knows {PREPROCESS_VERSION})")
+        if self.resize not in RESIZE_RULES:
+            problems.append(f"resize rule {self.resize!r} (known: {', '.join(RESIZE_RULES)})")
+        if self.intensity not in INTENSITY_RULES:
+            problems.append(f"intensity rule {self.intensity!r} (known: {', '.join(INTENSITY_RULES)})")
+        if not 8 <= self.size <= 4096:
+            problems.append(f"size {self.size}")
+        if not 0 <= self.low < self.high <= 100:
+            problems.append(f"percentiles {self.low}..{self.high}")
+        if problems:
+            raise ValueError("unsupported preprocessing: " + "; ".join(problems))
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> "PreprocessSpec":
+        """Parse the ``cxr.preprocess`` metadata; unknown keys are an error, not ignored."""
+        data = json.loads(text)
+        unknown = set(data) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise ValueError(f"unsupported preprocessing keys: {', '.join(sorted(unknown))}")
+        return cls(**data)
+
+
+def to_gray(image: np.ndarray) -> np.ndarray:
+    """Reduce a decoded image (H x W, H x W x 3 BGR, or H x W x 4 BGRA) to one channel.
+
+    Alpha is composited on black, as a viewer showing the radiograph on a dark background would.
+    """
+    if image.ndim == 2:
+        return image
+    if image.ndim != 3 or image.shape[2] not in (1, 3, 4):
+        raise ValueError(f"expected a 2-D image or 1/3/4 channels, got shape {image.shape}")
+    if image.shape[2] == 1:
+        return image[:, :, 0]
+    if image.shape[2] == 4:
+        alpha = image[:, :, 3:4].astype(np.float32) / np.iinfo(image.dtype).max if image.dtype.kind == "u" else image[:, :, 3:4]
+        image = (image[:, :, :3].astype(np.float32) * alpha).astype(np.float32)
+    return cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
+
+
+def preprocess(image: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
+    """Return the (1, size, size) float32 model input in [0, 1] for one decoded image.
+
+    Accepts any integer or float dtype (8/16-bit PNG, 12-bit DICOM, ...). Resizing happens
+    before the percentile step so its cost does not grow with the source resolution.
+    """
+    gray = to_gray(np.asarray(image))
+    if gray.size == 0 or min(gray.shape) < 2:
+        raise ValueError(f"image too small to classify: {gray.shape}")
+    small = cv2.resize(gray.astype(np.float32, copy=False), (spec.size, spec.size), interpolation=cv2.INTER_AREA)
+    lo, hi = np.percentile(small, (spec.low, spec.high))
+    if not np.isfinite(lo) or not np.isfinite(hi):
+        raise ValueError("image contains non-finite pixel values")
+    scale = 1.0 / (hi - lo) if hi > lo else 0.0
+    out = np.clip((small - lo) * scale, 0.0, 1.0)
+    return out[None, :, :].astype(np.float32, copy=False)

@@ -1,0 +1,114 @@
+"""Input readers: decode a file into a numpy image. Built-ins register through ``register_readers``.
+
+Training and inference both decode through :func:`read_image`, so a file reads the same way
+in both.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from cxr_infer.hookspecs import hookimpl
+
+RASTER_EXTENSIONS = (".png", ".jpg", ".jpeg", ".jfif", ".bmp", ".tif", ".tiff", ".webp")
+DICOM_EXTENSIONS = (".dcm", ".dicom")
+MAX_PIXELS = 100_000_000  # 10k x 10k; larger is a decompression bomb, not a radiograph
+
+
+class ReadError(ValueError):
+    """A file could not be decoded; the message says why (the caller adds the path)."""
+
+
+@dataclass(frozen=True)
+class Reader:
+    name: str
+    read: Callable[[Path], np.ndarray]
+    extensions: tuple[str, ...] = ()
+    sniff: Callable[[bytes], bool] | None = None
+    plugin: str = field(default="", compare=False)
+
+
+def read_raster(path: Path) -> np.ndarray:
+    """Decode PNG (8/16 bit), JPEG, BMP, TIFF or WebP keeping bit depth and channels."""
+    data = np.fromfile(path, dtype=np.uint8)
+    if data.size == 0:
+        raise ReadError("empty file (0 bytes)")
+    _check_dimensions(data)
+    image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED | cv2.IMREAD_IGNORE_ORIENTATION)
+    if image is None:
+        raise ReadError("not a decodable image (corrupt, truncated or not an image format)")
+    return image
+
+
+def _check_dimensions(data: np.ndarray) -> None:
+    """Refuse decompression bombs from the header, before any pixel is decoded."""
+    from PIL import Image
+
+    import io
+
+    try:
+        with Image.open(io.BytesIO(data.tobytes())) as probe:
+            width, height = probe.size
+    except Exception:
+        return  # not something Pillow can size; the decoder will give its own error
+    if width * height > MAX_PIXELS:
+        raise ReadError(f"image of {width}x{height} pixels exceeds the {MAX_PIXELS:,}-pixel limit")
+
+
+def is_dicom(head: bytes) -> bool:
+    """Part-10 files carry 'DICM' at offset 128."""
+    return len(head) >= 132 and head[128:132] == b"DICM"
+
+
+def read_dicom(path: Path) -> np.ndarray:
+    """Decode a DICOM radiograph into display orientation: modality/VOI LUT applied, MONOCHROME1 inverted."""
+    from cxr_infer.dicom import dataset_to_image, read_dataset
+
+    return dataset_to_image(read_dataset(path))
+
+
+@hookimpl
+def register_readers(register):
+    register("dicom", read_dicom, extensions=DICOM_EXTENSIONS, sniff=is_dicom)
+    register("raster", read_raster, extensions=RASTER_EXTENSIONS)
+
+
+def available_readers() -> dict[str, Reader]:
+    from cxr_infer.plugins import build_registry, collect, get_plugin_manager
+
+    return build_registry(collect(get_plugin_manager(), "register_readers"), "register_readers", Reader)
+
+
+def choose_reader(path: Path, readers: dict[str, Reader]) -> Reader:
+    """Content sniffing wins over the extension, so a DICOM named ``.png`` still reads."""
+    with open(path, "rb") as handle:
+        head = handle.read(512)
+    for reader in readers.values():
+        if reader.sniff is not None and reader.sniff(head):
+            return reader
+    suffix = path.suffix.lower()
+    for reader in readers.values():
+        if suffix in reader.extensions:
+            return reader
+    if suffix == "":
+        return readers["dicom"]  # DICOM without a Part-10 header often has no extension
+    raise ReadError(f"unsupported file type {suffix!r}")
+
+
+def read_image(path: str | Path, readers: dict[str, Reader] | None = None) -> np.ndarray:
+    """Decode one file with the reader that claims it; errors are :class:`ReadError` with a reason."""
+    path = Path(path)
+    readers = readers if readers is not None else available_readers()
+    try:
+        return choose_reader(path, readers).read(path)
+    except ReadError:
+        raise
+    except FileNotFoundError:
+        raise ReadError("file not found") from None
+    except Exception as error:
+        raise ReadError(f"{type(error).__name__}: {error}") from error

@@ -1,0 +1,1 @@
+"""Bundled models (ONNX files and their model cards), installed as ``cxr_infer.exported``."""
