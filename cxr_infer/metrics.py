@@ -1,0 +1,123 @@
+"""Classification metrics shared by ``cxr-train evaluate`` and the inference-side report.
+
+numpy and scikit-learn only (no torch), so ``cxr_infer`` can report the same figures from ONNX
+outputs that training reports from PyTorch ones. Every value is plain JSON (floats, ints, lists,
+``None``) because reports go into checkpoints, ONNX metadata and model cards.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_fscore_support, roc_auc_score
+
+ECE_BINS = 15
+
+
+def _check_inputs(y_true: np.ndarray, probs: np.ndarray, classes: list[str]) -> None:
+    if probs.ndim != 2 or probs.shape[1] != len(classes):
+        raise ValueError(f"probs must have shape (N, {len(classes)}), got {probs.shape}")
+    if y_true.shape != (probs.shape[0],):
+        raise ValueError(f"y_true must have shape ({probs.shape[0]},), got {y_true.shape}")
+    if y_true.size == 0:
+        raise ValueError("no samples to score")
+    if y_true.min() < 0 or y_true.max() >= len(classes):
+        raise ValueError(f"labels must lie in 0..{len(classes) - 1}")
+
+
+def expected_calibration_error(y_true: np.ndarray, probs: np.ndarray, bins: int = ECE_BINS) -> float:
+    """Mean |accuracy - confidence| over equal-width confidence bins, weighted by bin size.
+
+    A model that says 0.99 and is right 80 % of the time misleads a reader of its probabilities
+    even when its accuracy looks fine; this is that gap.
+    """
+    confidence = probs.max(axis=1)
+    correct = (probs.argmax(axis=1) == y_true).astype(np.float64)
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    which = np.clip(np.digitize(confidence, edges[1:-1], right=True), 0, bins - 1)
+    ece = 0.0
+    for b in range(bins):
+        mask = which == b
+        if mask.any():
+            ece += mask.mean() * abs(correct[mask].mean() - confidence[mask].mean())
+    return float(ece)
+
+
+def roc_auc_per_class(y_true: np.ndarray, probs: np.ndarray, classes: list[str]) -> dict[str, float | None]:
+    """One-vs-rest ROC-AUC per class; ``None`` where the class is absent (or the only one present)."""
+    aucs: dict[str, float | None] = {}
+    for k, name in enumerate(classes):
+        positives = y_true == k
+        if positives.all() or not positives.any():
+            aucs[name] = None
+        else:
+            aucs[name] = float(roc_auc_score(positives, probs[:, k]))
+    return aucs
+
+
+def classification_metrics(y_true: Any, probs: Any, classes: list[str]) -> dict[str, Any]:
+    """All figures of one data set: accuracy, per-class P/R/F1/support, macro-F1, macro recall,
+    confusion matrix (rows = true class, columns = predicted, in ``classes`` order), one-vs-rest
+    ROC-AUC per class and macro (mean over classes where defined) and 15-bin ECE.
+
+    Per-class and macro figures range over *all* ``classes``, so a class missing from the data
+    shows up as recall 0 / support 0 instead of silently vanishing from the average.
+    """
+    y_true = np.asarray(y_true, dtype=np.int64)
+    probs = np.asarray(probs, dtype=np.float64)
+    _check_inputs(y_true, probs, classes)
+    labels = list(range(len(classes)))
+    y_pred = probs.argmax(axis=1)
+    precision, recall, f1, support = precision_recall_fscore_support(
+        y_true, y_pred, labels=labels, zero_division=0
+    )
+    aucs = roc_auc_per_class(y_true, probs, classes)
+    defined = [v for v in aucs.values() if v is not None]
+    return {
+        "n": int(y_true.size),
+        "classes": list(classes),
+        "accuracy": float(accuracy_score(y_true, y_pred)),
+        "macro_f1": float(np.mean(f1)),
+        "macro_recall": float(np.mean(recall)),
+        "per_class": {
+            name: {
+                "precision": float(precision[k]),
+                "recall": float(recall[k]),
+                "f1": float(f1[k]),
+                "support": int(support[k]),
+            }
+            for k, name in enumerate(classes)
+        },
+        "confusion_matrix": confusion_matrix(y_true, y_pred, labels=labels).tolist(),
+        "roc_auc": aucs,
+        "roc_auc_macro": float(np.mean(defined)) if defined else None,
+        "ece": expected_calibration_error(y_true, probs),
+    }
+
+
+def _fmt(value: float | None) -> str:
+    return "  n/a" if value is None else f"{value:.3f}"
+
+
+def format_metrics(report: dict[str, Any]) -> str:
+    """A fixed-width text table of one report: per-class rows, summary lines, confusion matrix."""
+    classes = report["classes"]
+    width = max(9, *(len(c) for c in classes))
+    lines = [f"{'class':<{width}}  precision  recall     f1  roc_auc  support"]
+    for name in classes:
+        row = report["per_class"][name]
+        lines.append(
+            f"{name:<{width}}  {row['precision']:9.3f}  {row['recall']:6.3f}  {row['f1']:5.3f}"
+            f"  {_fmt(report['roc_auc'][name]):>7}  {row['support']:7d}"
+        )
+    lines.append(
+        f"accuracy {report['accuracy']:.3f}  macro-F1 {report['macro_f1']:.3f}  "
+        f"macro recall {report['macro_recall']:.3f}  macro ROC-AUC {_fmt(report['roc_auc_macro'])}  "
+        f"ECE {report['ece']:.3f}  (n={report['n']})"
+    )
+    lines.append("confusion matrix (rows true, columns predicted):")
+    lines.append(" " * width + "".join(f"  {name[:9]:>9}" for name in classes))
+    for name, row in zip(classes, report["confusion_matrix"]):
+        lines.append(f"{name:<{width}}" + "".join(f"  {count:>9d}" for count in row))
+    return "\n".join(lines)
