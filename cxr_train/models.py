@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -66,29 +67,46 @@ def simplecnn(num_classes: int, pretrained: bool = False) -> nn.Module:
     return SimpleCNN(num_classes)
 
 
-def resnet50(num_classes: int, pretrained: bool = False) -> nn.Module:
-    """torchvision ResNet-50 with a 1-channel stem and a K-class head.
+def torchvision_model(builder: Callable[..., nn.Module], weights: Any | None) -> nn.Module:
+    """Build a torchvision architecture, with its ImageNet ``weights`` when given.
 
-    With ``pretrained`` the ImageNet weights are loaded and the stem's RGB filters averaged into
-    one channel, which keeps their response to a gray image equal to the RGB one.
+    There is no network on most training hosts, so a failed download says which file to put
+    where instead of surfacing urllib's error. Plugins wrapping torchvision models use this too.
     """
+    if weights is None:
+        return builder(weights=None)
+    try:
+        return builder(weights=weights, progress=False)
+    except Exception as error:
+        filename = weights.url.rsplit("/", 1)[-1]
+        raise RuntimeError(
+            f"cannot load torchvision's ImageNet weights {weights} ({type(error).__name__}: {error}); "
+            f"put {filename} in {torch.hub.get_dir()}/checkpoints or train without --pretrained"
+        ) from error
+
+
+def one_channel(conv: nn.Conv2d) -> nn.Conv2d:
+    """The same input convolution for 1-channel radiographs, its RGB filters averaged into one.
+
+    Averaging keeps each pretrained filter's spatial pattern (what the ImageNet stem learned),
+    which is all a gray image can use.
+    """
+    gray = nn.Conv2d(
+        1, conv.out_channels, conv.kernel_size, conv.stride, conv.padding, conv.dilation, bias=conv.bias is not None
+    )
+    with torch.no_grad():
+        gray.weight.copy_(conv.weight.mean(dim=1, keepdim=True))
+        if conv.bias is not None:
+            gray.bias.copy_(conv.bias)
+    return gray
+
+
+def resnet50(num_classes: int, pretrained: bool = False) -> nn.Module:
+    """torchvision ResNet-50 with a 1-channel stem and a K-class head."""
     from torchvision.models import ResNet50_Weights, resnet50 as tv_resnet50
 
-    model = tv_resnet50(weights=None)
-    if pretrained:
-        try:
-            state = ResNet50_Weights.IMAGENET1K_V2.get_state_dict(progress=False)
-        except Exception as error:
-            raise RuntimeError(
-                "cannot load torchvision's ImageNet ResNet-50 weights "
-                f"({type(error).__name__}: {error}); put resnet50-11ad3fa6.pth in "
-                f"{torch.hub.get_dir()}/checkpoints or train without --pretrained"
-            ) from error
-        model.load_state_dict(state)
-    stem = nn.Conv2d(1, 64, kernel_size=7, stride=2, padding=3, bias=False)
-    with torch.no_grad():
-        stem.weight.copy_(model.conv1.weight.mean(dim=1, keepdim=True))
-    model.conv1 = stem
+    model = torchvision_model(tv_resnet50, ResNet50_Weights.IMAGENET1K_V2 if pretrained else None)
+    model.conv1 = one_channel(model.conv1)
     model.fc = nn.Linear(model.fc.in_features, num_classes)
     return model
 
