@@ -6,6 +6,8 @@ in both.
 
 from __future__ import annotations
 
+import io
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +20,17 @@ from cxr_infer.hookspecs import hookimpl
 RASTER_EXTENSIONS = (".png", ".jpg", ".jpeg", ".jfif", ".bmp", ".tif", ".tiff", ".webp")
 DICOM_EXTENSIONS = (".dcm", ".dicom")
 MAX_PIXELS = 100_000_000  # 10k x 10k; larger is a decompression bomb, not a radiograph
+EXIF_ORIENTATION = 0x0112
+_ORIENT: dict[int, Callable[[np.ndarray], np.ndarray]] = {
+    1: lambda a: a,
+    2: lambda a: a[:, ::-1],
+    3: lambda a: a[::-1, ::-1],
+    4: lambda a: a[::-1],
+    5: lambda a: a.swapaxes(0, 1),
+    6: lambda a: a.swapaxes(0, 1)[:, ::-1],
+    7: lambda a: a.swapaxes(0, 1)[::-1, ::-1],
+    8: lambda a: a.swapaxes(0, 1)[::-1],
+}
 
 
 class ReadError(ValueError):
@@ -34,30 +47,43 @@ class Reader:
 
 
 def read_raster(path: Path) -> np.ndarray:
-    """Decode PNG (8/16 bit), JPEG, BMP, TIFF or WebP keeping bit depth and channels."""
+    """Decode PNG (8/16 bit), JPEG, BMP, TIFF or WebP keeping bit depth and channels.
+
+    The header is checked first (size limit, EXIF orientation) so a decompression bomb is
+    refused before a pixel is decoded, and a phone photo of a film comes out upright.
+    """
     data = np.fromfile(path, dtype=np.uint8)
     if data.size == 0:
         raise ReadError("empty file (0 bytes)")
-    _check_dimensions(data)
+    orientation = _probe_header(data)
     image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED | cv2.IMREAD_IGNORE_ORIENTATION)
     if image is None:
         raise ReadError("not a decodable image (corrupt, truncated or not an image format)")
-    return image
+    return apply_exif_orientation(image, orientation)
 
 
-def _check_dimensions(data: np.ndarray) -> None:
-    """Refuse decompression bombs from the header, before any pixel is decoded."""
+def _probe_header(data: np.ndarray) -> int:
+    """Return the EXIF orientation (1 = upright); refuse images over :data:`MAX_PIXELS`."""
     from PIL import Image
 
-    import io
-
     try:
-        with Image.open(io.BytesIO(data.tobytes())) as probe:
-            width, height = probe.size
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data.tobytes())) as probe:
+                width, height = probe.size
+                orientation = probe.getexif().get(EXIF_ORIENTATION, 1)
+    except Image.DecompressionBombError as error:
+        raise ReadError(f"decompression bomb refused: {error}") from None
     except Exception:
-        return  # not something Pillow can size; the decoder will give its own error
+        return 1  # not something Pillow can size; the decoder gives its own error
     if width * height > MAX_PIXELS:
         raise ReadError(f"image of {width}x{height} pixels exceeds the {MAX_PIXELS:,}-pixel limit")
+    return orientation if orientation in _ORIENT else 1
+
+
+def apply_exif_orientation(image: np.ndarray, orientation: int) -> np.ndarray:
+    """Turn a decoded image upright according to its EXIF orientation tag (values 1-8)."""
+    return np.ascontiguousarray(_ORIENT[orientation](image))
 
 
 def is_dicom(head: bytes) -> bool:
