@@ -16,11 +16,13 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.pixels import apply_modality_lut, apply_voi_lut
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
+from cxr_infer.readers import ReadError
+
 GRAY_PHOTOMETRICS = ("MONOCHROME1", "MONOCHROME2")
 COLOUR_PHOTOMETRICS = ("RGB", "YBR_FULL", "YBR_FULL_422", "YBR_RCT", "YBR_ICT")
 
 
-class DicomError(ValueError):
+class DicomError(ReadError):
     """The file is DICOM (or claims to be) but holds no usable radiograph; the message says why."""
 
 

@@ -1,0 +1,226 @@
+"""The embeddable API: ``Classifier`` loads a model once and classifies paths, arrays or DICOM datasets.
+
+This is what a PACS integration calls, and what ``cxr-infer`` itself runs on, so the command
+line and an embedding application get the same rows from the same code.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Union
+
+import numpy as np
+from pydicom.dataset import Dataset
+
+from cxr_infer import contract, gradcam
+from cxr_infer.bundled import resolve_model
+from cxr_infer.dicom import dataset_to_image
+from cxr_infer.pipeline import stream
+from cxr_infer.preprocess import preprocess
+from cxr_infer.readers import ReadError, available_readers, read_image
+from cxr_infer.session import ModelFileInfo, open_session, read_contract
+
+ImageInput = Union[str, Path, np.ndarray, Dataset]
+Annotator = Callable[["Prediction", np.ndarray], dict[str, Any]]
+DEFAULT_BATCH_SIZE = 16
+
+
+class ExplainError(ValueError):
+    """Explaining was asked of a model that cannot, or for a class it does not know."""
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """One input's result. ``error`` is set when the input could not be classified (then
+    ``label`` is ``None``) or when a later step such as writing its overlay failed.
+
+    ``heatmap`` is float32 in [0, 1] at the decoded image's resolution, when explaining.
+    """
+
+    source: str
+    label: str | None
+    probabilities: dict[str, float]
+    heatmap: np.ndarray | None = None
+    error: str | None = None
+
+
+@dataclass
+class _Loaded:
+    source: str
+    image: np.ndarray | None = None
+    tensor: np.ndarray | None = None
+    error: str | None = None
+
+
+@dataclass
+class _Output:
+    probs: np.ndarray
+    cam: np.ndarray | None
+
+
+class Classifier:
+    """A loaded model: one onnxruntime session, created once, safe to share between threads.
+
+    ``threads`` sets the onnxruntime intra-op threads and the decoding workers (default: the
+    CPU count, at most 8 decoders).
+    """
+
+    def __init__(self, session: Any, info: ModelFileInfo, threads: int | None = None):
+        self._session = session
+        self.info = info
+        self._readers = available_readers()
+        self._pool = ThreadPoolExecutor(max_workers=threads or min(8, os.cpu_count() or 1), thread_name_prefix="cxr-decode")
+        self._closed = threading.Event()
+
+    @classmethod
+    def load(cls, name_or_path: str | Path | None = None, device: str = "auto", threads: int | None = None) -> "Classifier":
+        """Open a bundled model by name, an ONNX file by path, or the default bundled model."""
+        path = resolve_model(name_or_path)
+        session = open_session(path, device, threads)
+        return cls(session, read_contract(session, path), threads)
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        return self.info.classes
+
+    @property
+    def providers(self) -> list[str]:
+        """The execution providers the session really got (not merely those installed)."""
+        return self._session.get_providers()
+
+    def predict(self, images: Sequence[ImageInput], explain: bool = False, explain_class: str | None = None) -> list[Prediction]:
+        """Classify a list of file paths, decoded images or pydicom datasets, in input order."""
+        if isinstance(images, (str, Path, np.ndarray, Dataset)):
+            raise TypeError("predict() takes a list of images; use predict_one() for a single image")
+        return [prediction for prediction, _ in self.stream(images, explain=explain, explain_class=explain_class)]
+
+    def predict_one(self, image: ImageInput, explain: bool = False, explain_class: str | None = None) -> Prediction:
+        return self.predict([image], explain=explain, explain_class=explain_class)[0]
+
+    def stream(
+        self,
+        images: Iterable[ImageInput],
+        *,
+        explain: bool = False,
+        explain_class: str | None = None,
+        annotators: Sequence[Annotator] = (),
+        batch_size: int = DEFAULT_BATCH_SIZE,
+    ) -> Iterator[tuple[Prediction, dict[str, Any]]]:
+        """Lazily classify an iterable of any length; yields ``(prediction, fields)`` in input order.
+
+        Each annotator runs in a worker thread on every classified image as
+        ``annotator(prediction, decoded_image) -> dict`` (for example writing an overlay and
+        returning its path); the dicts are merged into ``fields``. An annotator that raises
+        marks that prediction's ``error`` with its name, and the stream goes on.
+        """
+        target = self._explain_target(explain, explain_class)
+        return stream(
+            enumerate(images),
+            self._load,
+            lambda batch: self._infer(batch, explain, target),
+            lambda loaded, output: self._finish(loaded, output, annotators),
+            pool=self._pool,
+            batch_size=batch_size,
+        )
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)
+
+    def __enter__(self) -> "Classifier":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _explain_target(self, explain: bool, explain_class: str | None) -> int | None:
+        """Class index to explain (``None``: the predicted class); refuse impossible requests early."""
+        if not explain:
+            if explain_class is not None:
+                raise ExplainError("explain_class needs explain=True (--explain)")
+            return None
+        if not self.info.explain:
+            raise ExplainError(
+                f"{self.info.path}: this model was exported without the Grad-CAM outputs "
+                f"({', '.join(contract.EXPLAIN_OUTPUTS)}); use a model exported with them, or classify without --explain"
+            )
+        if explain_class is None:
+            return None
+        if explain_class not in self.classes:
+            raise ExplainError(f"unknown class {explain_class!r} to explain; the model's classes: {', '.join(self.classes)}")
+        return self.classes.index(explain_class)
+
+    def _load(self, numbered: tuple[int, ImageInput]) -> _Loaded:
+        """Decode and preprocess one input (worker thread); failures become the row's error."""
+        index, item = numbered
+        source = _source_name(index, item)
+        try:
+            image = self._decode(item)
+            return _Loaded(source, image, preprocess(image, self.info.preprocess))
+        except ReadError as error:
+            return _Loaded(source, error=str(error))
+        except Exception as error:
+            return _Loaded(source, error=f"{type(error).__name__}: {error}")
+
+    def _decode(self, item: ImageInput) -> np.ndarray:
+        if isinstance(item, (str, Path)):
+            return read_image(item, self._readers)
+        if isinstance(item, Dataset):
+            return dataset_to_image(item)
+        if isinstance(item, np.ndarray):
+            return item
+        raise TypeError(f"cannot classify a {type(item).__name__}: pass a path, a numpy image or a pydicom Dataset")
+
+    def _infer(self, batch: list[_Loaded], explain: bool, target: int | None) -> list[_Output | None]:
+        """Run the session once on the batch's readable images (no padding)."""
+        good = [i for i, loaded in enumerate(batch) if loaded.error is None]
+        outputs: list[_Output | None] = [None] * len(batch)
+        if not good:
+            return outputs
+        names = [contract.PROBS, *(contract.EXPLAIN_OUTPUTS if explain else ())]
+        tensors = np.stack([batch[i].tensor for i in good])
+        results = self._session.run(names, {contract.INPUT: tensors})
+        probs = results[0]
+        cams: list[np.ndarray | None] = [None] * len(good)
+        if explain:
+            picked = probs.argmax(axis=1) if target is None else np.full(len(good), target)
+            cams = list(gradcam.class_maps(results[1], results[2], picked))
+        for slot, row, cam in zip(good, probs, cams):
+            outputs[slot] = _Output(row, cam)
+        return outputs
+
+    def _finish(self, loaded: _Loaded, output: _Output | None, annotators: Sequence[Annotator]) -> tuple[Prediction, dict[str, Any]]:
+        """Build the prediction (worker thread): label, probabilities, full-size heatmap, annotations."""
+        if output is None:
+            return Prediction(loaded.source, None, {}, error=loaded.error), {}
+        probabilities = {name: float(p) for name, p in zip(self.classes, output.probs)}
+        heatmap = None
+        if output.cam is not None:
+            heatmap = gradcam.upsample(output.cam, *loaded.image.shape[:2])
+        prediction = Prediction(loaded.source, self.classes[int(np.argmax(output.probs))], probabilities, heatmap)
+        fields: dict[str, Any] = {}
+        for annotate in annotators:
+            try:
+                fields.update(annotate(prediction, loaded.image))
+            except Exception as error:
+                name = getattr(annotate, "__name__", type(annotate).__name__)
+                message = f"{name}: {type(error).__name__}: {error}"
+                prediction = replace(prediction, error="; ".join(filter(None, [prediction.error, message])))
+        return prediction, fields
+
+
+def _source_name(index: int, item: ImageInput) -> str:
+    """How a result names its input: the path, the DICOM file or SOP instance, or the list index."""
+    if isinstance(item, (str, Path)):
+        return str(item)
+    if isinstance(item, Dataset):
+        filename = getattr(item, "filename", None)
+        if isinstance(filename, str) and filename:
+            return filename
+        uid = item.get("SOPInstanceUID")
+        return f"dicom:{uid}" if uid else f"dataset[{index}]"
+    return f"array[{index}]"

@@ -1,0 +1,100 @@
+"""onnxruntime sessions: device choice, honest provider reporting, and a model file's contract.
+
+onnxruntime-gpu lists CUDA in ``get_available_providers()`` even on a host without a GPU and
+then falls back to the CPU, printing library-load errors. So the device a user asked for is
+checked against ``session.get_providers()`` (what the session really got), and the noise is
+silenced before any session exists.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+import onnxruntime as ort
+
+from cxr_infer.contract import ModelInfo
+
+DEVICES = ("auto", "cpu", "cuda", "tensorrt")
+CPU = "CPUExecutionProvider"
+CUDA = "CUDAExecutionProvider"
+TENSORRT = "TensorrtExecutionProvider"
+_REQUESTED = {"cpu": [CPU], "cuda": [CUDA, CPU], "tensorrt": [TENSORRT, CUDA, CPU]}
+_REQUIRED = {"cuda": CUDA, "tensorrt": TENSORRT}
+ORT_QUIET = 3  # onnxruntime severity: 0 verbose .. 3 error .. 4 fatal
+
+
+class DeviceError(RuntimeError):
+    """The requested device cannot be used on this host; the message says why."""
+
+
+class ModelLoadError(RuntimeError):
+    """The model file cannot be opened as an ONNX session; the message names the file."""
+
+
+@dataclass(frozen=True)
+class ModelFileInfo(ModelInfo):
+    """A model's contract (:class:`ModelInfo`) plus where it came from, for audit trails."""
+
+    path: Path = Path()
+    sha256: str = ""
+
+
+def quiet_onnxruntime() -> None:
+    """Keep onnxruntime's warnings (CUDA library-load failures on CPU hosts) off the screen."""
+    ort.set_default_logger_severity(ORT_QUIET)
+
+
+def requested_providers(device: str) -> list[str]:
+    """Providers to ask for; ``auto`` asks for CUDA only where this onnxruntime build has it."""
+    if device not in DEVICES:
+        raise DeviceError(f"unknown device {device!r} (choose from {', '.join(DEVICES)})")
+    if device == "auto":
+        return [CUDA, CPU] if CUDA in ort.get_available_providers() else [CPU]
+    return list(_REQUESTED[device])
+
+
+def open_session(path: Path, device: str = "auto", threads: int | None = None) -> ort.InferenceSession:
+    """Create the session once; refuse a ``cuda``/``tensorrt`` request the session did not get."""
+    providers = requested_providers(device)
+    quiet_onnxruntime()
+    options = ort.SessionOptions()
+    options.log_severity_level = ORT_QUIET
+    if threads:
+        options.intra_op_num_threads = threads
+    try:
+        session = ort.InferenceSession(str(path), options, providers=providers)
+    except Exception as error:
+        raise ModelLoadError(f"{path}: cannot load the ONNX model ({type(error).__name__}: {error})") from error
+    required = _REQUIRED.get(device)
+    if required is not None and required not in session.get_providers():
+        raise DeviceError(_unavailable(device, required, session.get_providers()))
+    return session
+
+
+def _unavailable(device: str, provider: str, got: list[str]) -> str:
+    if provider not in ort.get_available_providers():
+        return f"--device {device}: this onnxruntime build has no {provider} (install onnxruntime-gpu)"
+    return (
+        f"--device {device}: {provider} could not be initialised on this host (no usable GPU, or "
+        f"its CUDA/cuDNN/TensorRT libraries are missing); the session got only {', '.join(got)}. "
+        "Use --device cpu or auto."
+    )
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def read_contract(session: ort.InferenceSession, path: Path) -> ModelFileInfo:
+    """Validate the session's metadata and tensor names against the contract."""
+    info = ModelInfo.from_metadata(session.get_modelmeta().custom_metadata_map, path)
+    info.check_io([i.name for i in session.get_inputs()], [o.name for o in session.get_outputs()], path)
+    values = {f.name: getattr(info, f.name) for f in fields(ModelInfo)}
+    return ModelFileInfo(**values, path=Path(path), sha256=file_sha256(Path(path)))
+
