@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 
 import pluggy
 
-from cxr_infer import hookspecs
+from cxr_infer import __version__, hookspecs
 
 PROJECT = "cxr"
 ALLOW_ENV = "CXR_PLUGINS"
@@ -34,8 +34,9 @@ _pm: pluggy.PluginManager | None = None
 class PluginError(RuntimeError):
     """A plugin's hook raised; the message names the plugin so the user knows whom to blame."""
 
-    def __init__(self, plugin: str, hook: str, error: BaseException):
-        super().__init__(f"plugin {plugin!r} failed in hook {hook}: {type(error).__name__}: {error}")
+    def __init__(self, plugin: str, hook: str, error: BaseException, hint: str = ""):
+        message = f"plugin {plugin!r} failed in hook {hook}: {type(error).__name__}: {error}"
+        super().__init__(f"{message} ({hint})" if hint else message)
         self.plugin = plugin
         self.hook = hook
         self.error = error
@@ -58,7 +59,7 @@ def _load_entry_points(pm: pluggy.PluginManager) -> None:
         try:
             plugin = ep.load()
         except Exception as error:  # a broken install must name itself, not crash obscurely
-            raise PluginError(ep.name, "load", error) from error
+            raise PluginError(ep.name, "load", error, hint=f"{ALLOW_ENV} can leave it out") from error
         pm.register(plugin, name=ep.name)
 
 
@@ -98,24 +99,45 @@ class Registration:
     kwargs: dict
 
 
+def _call(impl: pluggy.HookImpl, hook_name: str, **kwargs: Any) -> Any:
+    """Call one plugin's implementation on its own, so an exception names the plugin that raised.
+
+    pluggy lets an implementation accept fewer arguments than its spec; pass only those it names.
+    """
+    try:
+        return impl.function(**{name: kwargs[name] for name in impl.argnames})
+    except Exception as error:
+        raise PluginError(impl.plugin_name, hook_name, error) from error
+
+
+def _implementations(pm: pluggy.PluginManager, hook_name: str) -> list[pluggy.HookImpl]:
+    """Implementations in registration order: built-ins first, then installed plugins."""
+    return list(reversed(getattr(pm.hook, hook_name).get_hookimpls()))
+
+
 def collect(pm: pluggy.PluginManager, hook_name: str) -> list[Registration]:
     """Call one registration hook of every plugin and return what each registered, in order.
 
-    Each implementation is called on its own (rather than through ``pm.hook``) so an exception
-    can be attributed to the plugin that raised it. Built-ins come first, so a later plugin
-    registering the same name overrides a built-in.
+    Built-ins come first, so a later plugin registering the same name overrides a built-in.
     """
     records: list[Registration] = []
-    for impl in reversed(getattr(pm.hook, hook_name).get_hookimpls()):
+    for impl in _implementations(pm, hook_name):
 
         def register(*args: Any, _plugin: str = impl.plugin_name, **kwargs: Any) -> None:
             records.append(Registration(_plugin, args, kwargs))
 
-        try:
-            impl.function(register=register)
-        except Exception as error:
-            raise PluginError(impl.plugin_name, hook_name, error) from error
+        _call(impl, hook_name, register=register)
     return records
+
+
+def process_result(pm: pluggy.PluginManager, result: dict[str, Any]) -> None:
+    """Let every ``process_result`` plugin see (and modify) one result row, in registration order.
+
+    Raises :class:`PluginError` naming the first plugin that raised; the caller turns that into
+    the row's error so one bad row never stops the batch.
+    """
+    for impl in _implementations(pm, "process_result"):
+        _call(impl, "process_result", result=result)
 
 
 def build_registry(records: Iterable[Registration], hook_name: str, make: Callable[..., T]) -> dict[str, T]:
@@ -134,14 +156,20 @@ def build_registry(records: Iterable[Registration], hook_name: str, make: Callab
 
 
 def describe_plugins(pm: pluggy.PluginManager) -> list[dict[str, Any]]:
-    """Name, version and implemented hooks of every loaded plugin (for the ``plugins`` commands)."""
-    versions = {ep.name: (ep.dist.version if ep.dist else None) for ep in entry_points(group=PROJECT)}
+    """Name, distribution, version and implemented hooks of every loaded plugin (``plugins`` commands).
+
+    Built-ins report the toolkit's own distribution and version; installed plugins those of the
+    package that declared the entry point, so a bug report can name the exact release.
+    """
+    dists = {ep.name: ep.dist for ep in entry_points(group=PROJECT)}
     rows = []
     for name, plugin in sorted(pm.list_name_plugin(), key=lambda item: item[0]):
         builtin = name.startswith(("cxr_infer.", "cxr_train."))
-        hooks = sorted(caller.name for caller in pm.get_hookcallers(plugin) or [])
-        version = versions.get(name)
+        dist = dists.get(name)
         if builtin:
-            from cxr_infer import __version__ as version
-        rows.append({"name": name, "version": version, "builtin": builtin, "hooks": hooks})
+            package, version = "cxr-toolkit", __version__
+        else:
+            package, version = (dist.name, dist.version) if dist is not None else (None, None)
+        hooks = sorted(caller.name for caller in pm.get_hookcallers(plugin) or [])
+        rows.append({"name": name, "package": package, "version": version, "builtin": builtin, "hooks": hooks})
     return rows
