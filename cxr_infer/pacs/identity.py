@@ -1,0 +1,53 @@
+"""The model identity every DICOM result carries, and the result UIDs derived from it.
+
+A result must be traceable to the exact model file that produced it (name, version, sha256),
+and it must be idempotent: re-sending it after a crash or a retry has to replace the copy the
+PACS already holds, never add a second one. Deriving the Series and SOP Instance UIDs from the
+source instance and the model hash gives both.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from pydicom.uid import generate_uid
+
+from cxr_infer import __version__ as TOOLKIT_VERSION
+
+MANUFACTURER = "cxr-toolkit"
+
+
+@dataclass(frozen=True)
+class ModelIdentity:
+    """Name, version and ONNX file sha256 of the model, plus its class names in output order."""
+
+    name: str
+    version: str
+    sha256: str
+    classes: tuple[str, ...]
+
+    @classmethod
+    def of(cls, classifier) -> "ModelIdentity":
+        """Read the identity of a loaded :class:`cxr_infer.api.Classifier`."""
+        info = classifier.info
+        return cls(
+            name=info.name or Path(info.path).stem or info.model,
+            version=f"{info.model} exported {info.exported_at} by cxr-toolkit {info.toolkit_version}",
+            sha256=info.sha256,
+            classes=tuple(classifier.classes),
+        )
+
+    @property
+    def software_versions(self) -> list[str]:
+        """SoftwareVersions values: the model's own version and the toolkit that ran it."""
+        return [self.version[:64], f"{MANUFACTURER} {TOOLKIT_VERSION}"]
+
+    @property
+    def description(self) -> str:
+        return f"classification by model {self.name} ({self.version}), ONNX file sha256 {self.sha256}"
+
+
+def result_uid(source_sop_instance_uid: str, model: ModelIdentity, role: str) -> str:
+    """A UID that is the same every time for one (source instance, model file, role)."""
+    return generate_uid(entropy_srcs=[source_sop_instance_uid, model.sha256, role])

@@ -1,0 +1,100 @@
+"""The on-disk spool of the DICOM listener: nothing is acknowledged before it is on disk.
+
+Layout under the spool root:
+
+- ``incoming/``: received and acknowledged, not yet classified (named so sorting keeps arrival order);
+- ``results/``: Secondary Captures and Structured Reports waiting to be forwarded (named by their
+  SOP Instance UID, so a result made twice overwrites itself), or kept when nothing forwards;
+- ``failed/``: inputs that cannot be classified, each with a ``.txt`` saying why.
+
+Every file appears by an atomic rename of a fully written, fsynced temporary file, so a crash
+leaves either the whole file or a ``.tmp`` that :meth:`Spool.open` sweeps away (such a file was
+never acknowledged). A restart resumes from ``incoming/`` and ``results/``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+import uuid
+from pathlib import Path
+
+from pydicom import Dataset
+
+TMP_SUFFIX = ".tmp"
+
+
+class Spool:
+    """The three spool folders and the atomic moves between them."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+        self.incoming_dir = self.root / "incoming"
+        self.results_dir = self.root / "results"
+        self.failed_dir = self.root / "failed"
+
+    def open(self) -> "Spool":
+        """Create the folders and drop partial writes left by a crash."""
+        for folder in (self.incoming_dir, self.results_dir, self.failed_dir):
+            folder.mkdir(parents=True, exist_ok=True)
+            for partial in folder.glob(f"*{TMP_SUFFIX}"):
+                partial.unlink(missing_ok=True)
+        return self
+
+    def put_incoming(self, encoded: bytes) -> Path:
+        """Store one received Part-10 file; returns its spool path. Raises OSError (disk full...)."""
+        name = f"{time.time_ns():020d}-{uuid.uuid4().hex[:8]}.dcm"
+        return _write_atomic(self.incoming_dir / name, encoded)
+
+    def incoming(self) -> list[Path]:
+        return _listing(self.incoming_dir)
+
+    def results(self) -> list[Path]:
+        return _listing(self.results_dir)
+
+    def put_results(self, source: Path, results: list[Dataset]) -> list[Path]:
+        """Store the results of one spooled input, then retire the input.
+
+        In that order: a crash in between leaves the input, which is classified again and
+        yields the same UIDs, so the result files are overwritten, not duplicated.
+        """
+        paths = [write_dataset(self.results_dir / f"{ds.SOPInstanceUID}.dcm", ds) for ds in results]
+        source.unlink(missing_ok=True)
+        return paths
+
+    def fail(self, source: Path, reason: str) -> Path:
+        """Move an input that cannot be classified aside, with the reason next to it."""
+        target = self.failed_dir / source.name
+        _write_atomic(target.with_suffix(".txt"), reason.encode("utf-8"))
+        shutil.move(source, target)
+        return target
+
+
+
+def write_dataset(path: Path, ds: Dataset) -> Path:
+    """Write ``ds`` as a Part-10 file that appears complete or not at all."""
+    tmp = path.with_name(path.name + TMP_SUFFIX)
+    ds.save_as(tmp, enforce_file_format=True)
+    _fsync(tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def _listing(folder: Path) -> list[Path]:
+    return sorted(path for path in folder.glob("*.dcm"))
+
+
+def _fsync(path: Path) -> None:
+    with open(path, "rb+") as handle:
+        os.fsync(handle.fileno())
+
+
+def _write_atomic(path: Path, data: bytes) -> Path:
+    tmp = path.with_name(path.name + TMP_SUFFIX)
+    with open(tmp, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+    return path
