@@ -1,9 +1,11 @@
 """onnxruntime sessions: device choice, honest provider reporting, and a model file's contract.
 
 onnxruntime-gpu lists CUDA in ``get_available_providers()`` even on a host without a GPU and
-then falls back to the CPU, printing library-load errors. So the device a user asked for is
-checked against ``session.get_providers()`` (what the session really got), and the noise is
-silenced before any session exists.
+then falls back to the CPU, logging library-load errors at ERROR severity for every session. So
+the device a user asked for is checked against ``session.get_providers()`` (what the session
+really got), and for ``auto``/``cpu`` the log is limited to FATAL before the session exists. An
+explicit ``cuda``/``tensorrt`` request keeps ERROR messages: there the loader's reason (say, a
+missing libcublas) is what the user needs to read next to our error.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ CUDA = "CUDAExecutionProvider"
 TENSORRT = "TensorrtExecutionProvider"
 _REQUESTED = {"cpu": [CPU], "cuda": [CUDA, CPU], "tensorrt": [TENSORRT, CUDA, CPU]}
 _REQUIRED = {"cuda": CUDA, "tensorrt": TENSORRT}
-ORT_QUIET = 3  # onnxruntime severity: 0 verbose .. 3 error .. 4 fatal
+ORT_ERROR, ORT_FATAL = 3, 4  # onnxruntime log severities (0 verbose .. 4 fatal)
 
 
 class DeviceError(RuntimeError):
@@ -41,9 +43,9 @@ class ModelFileInfo(ModelInfo):
     sha256: str = ""
 
 
-def quiet_onnxruntime() -> None:
-    """Keep onnxruntime's warnings (CUDA library-load failures on CPU hosts) off the screen."""
-    ort.set_default_logger_severity(ORT_QUIET)
+def quiet_onnxruntime(device: str = "auto") -> None:
+    """Keep onnxruntime's CUDA library-load noise off the screen unless the GPU was demanded."""
+    ort.set_default_logger_severity(ORT_ERROR if device in _REQUIRED else ORT_FATAL)
 
 
 def requested_providers(device: str) -> list[str]:
@@ -58,9 +60,9 @@ def requested_providers(device: str) -> list[str]:
 def open_session(path: Path, device: str = "auto", threads: int | None = None) -> ort.InferenceSession:
     """Create the session once; refuse a ``cuda``/``tensorrt`` request the session did not get."""
     providers = requested_providers(device)
-    quiet_onnxruntime()
+    quiet_onnxruntime(device)
     options = ort.SessionOptions()
-    options.log_severity_level = ORT_QUIET
+    options.log_severity_level = ORT_ERROR
     if threads:
         options.intra_op_num_threads = threads
     try:

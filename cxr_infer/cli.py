@@ -1,0 +1,343 @@
+"""``cxr-infer``: classify radiographs (files, folders, DICOM), explain with Grad-CAM, report metrics.
+
+``main`` is a click group whose default command is ``classify``: when the first argument is
+not a subcommand name (nor ``--help``/``--version``), the arguments are classified, so
+``cxr-infer exported/samples --explain`` works. To classify a file named like a subcommand,
+write ``cxr-infer classify info`` or ``cxr-infer ./info``. Other packages add subcommands with
+``main.add_command(...)``.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterator
+from collections import deque
+from dataclasses import asdict, dataclass
+from pathlib import Path, PurePath
+from typing import Any
+
+import click
+import numpy as np
+
+from cxr_infer import __version__
+from cxr_infer.api import Annotator, Classifier, ExplainError, Prediction
+from cxr_infer.bundled import ModelNotFoundError, bundled_models, default_model_name, exported_dir, resolve_model
+from cxr_infer.contract import ContractError
+from cxr_infer.inputs import Input, discover, is_labelled_folder, read_labels
+from cxr_infer.overlay import render_overlay, write_png
+from cxr_infer.plugins import PluginError, describe_plugins, get_plugin_manager
+from cxr_infer.progress import Progress
+from cxr_infer.results import apply_process_result, columns, make_row
+from cxr_infer.session import DEVICES, DeviceError, ModelLoadError, open_session, read_contract
+
+EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE = 0, 1, 2
+MODEL_ERRORS = (ModelNotFoundError, ModelLoadError, ContractError, DeviceError, ExplainError, PluginError)
+
+
+class UsageFailure(click.ClickException):
+    """A usage or model error: printed as ``Error: ...``, exit code 2."""
+
+    exit_code = EXIT_USAGE
+
+
+class DefaultGroup(click.Group):
+    """A group that runs ``classify`` when the first argument names no subcommand."""
+
+    default_command = "classify"
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if args and args[0] not in self.commands and args[0] not in ("-h", "--help", "--version"):
+            args = [self.default_command, *args]
+        return super().parse_args(ctx, args)
+
+
+@click.group(cls=DefaultGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="cxr-infer")
+def main() -> None:
+    """Classify chest X-rays (covid / pneumonia / normal) with an exported ONNX model.
+
+    \b
+    cxr-infer PATH... [options]       classify (same as: cxr-infer classify PATH...)
+    cxr-infer info [MODEL]            the model card
+    cxr-infer models                  the bundled models
+    cxr-infer plugins                 loaded plugins as JSON
+    """
+
+
+@dataclass
+class RunOptions:
+    """What ``classify`` was asked to do, in one place for the steps that follow."""
+
+    paths: tuple[str, ...]
+    out: Path
+    explain: bool = False
+    explain_class: str | None = None
+    format: str = "csv"
+    batch_size: int = 16
+    recursive: bool = False
+    labels: Path | None = None
+    quiet: bool = False
+
+
+@main.command()
+@click.argument("paths", nargs=-1, required=True)
+@click.option("--model", "model_name", metavar="NAME_OR_FILE", help="Bundled model name or .onnx file (default: the bundled default).")
+@click.option("--explain", is_flag=True, help="Write Grad-CAM overlays (PNG) of the predicted class under OUT/heatmaps/.")
+@click.option("--explain-class", metavar="NAME", help="Explain this class instead of the predicted one (implies --explain).")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("cxr-results"), show_default=True, help="Output folder.")
+@click.option("--format", "fmt", default="csv", show_default=True, help="Results format: csv, jsonl, or a plugin writer's name.")
+@click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True, help="auto uses CUDA only if the session really gets it.")
+@click.option("--batch-size", type=click.IntRange(1, 4096), default=16, show_default=True)
+@click.option("--threads", type=click.IntRange(1, 256), default=None, help="onnxruntime threads and decoding workers (default: all cores).")
+@click.option("--recursive", "-r", is_flag=True, help="Descend into subfolders of folder arguments.")
+@click.option("--labels", type=click.Path(dir_okay=False, exists=True, path_type=Path), help="CSV with columns path,label: report metrics.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress line and no start line.")
+def classify(paths, model_name, explain, explain_class, out, fmt, device, batch_size, threads, recursive, labels, quiet) -> None:
+    """Classify PATH... (files, folders, or - for a list of paths on stdin).
+
+    Writes OUT/results.csv (one row per input, in input order, as it goes), OUT/heatmaps/ with
+    --explain, and OUT/metrics.json when the inputs are labelled (class subfolders or --labels).
+    Exit code 0: all inputs read; 1: some failed (see their rows); 2: usage or model error.
+    """
+    options = RunOptions(paths, out, explain or explain_class is not None, explain_class, fmt, batch_size, recursive, labels, quiet)
+    classifier = load_classifier(model_name, device, threads)
+    with classifier:
+        failed = run_classification(classifier, options)
+    sys.exit(EXIT_SOME_FAILED if failed else EXIT_OK)
+
+
+def load_classifier(model_name: str | None, device: str, threads: int | None) -> Classifier:
+    try:
+        return Classifier.load(model_name, device=device, threads=threads)
+    except MODEL_ERRORS as error:
+        raise UsageFailure(str(error)) from error
+
+
+def run_classification(classifier: Classifier, options: RunOptions) -> int:
+    """Classify, write rows as they come, print the summary (and metrics); return the failure count."""
+    pm = get_plugin_manager()
+    writer_spec = _writer(options.format)
+    inputs = _inputs(classifier, options)
+    labelled = options.labels is not None or any(is_labelled_folder(Path(p), classifier.classes) for p in options.paths)
+    names = OverlayNames()
+    fed: deque[Input] = deque()
+
+    def feed() -> Iterator[str]:
+        for item in inputs:
+            names.assign(item)
+            fed.append(item)
+            yield item.path
+
+    try:
+        stream = classifier.stream(
+            feed(),
+            explain=options.explain,
+            explain_class=options.explain_class,
+            annotators=build_annotators(options, names),
+            batch_size=options.batch_size,
+        )
+    except ExplainError as error:
+        raise UsageFailure(str(error)) from error
+    options.out.mkdir(parents=True, exist_ok=True)
+    results_path = options.out / f"results{writer_spec.extension}"
+    writer = writer_spec.factory(results_path, columns(classifier.classes, labelled))
+    progress = Progress(enabled=not options.quiet)
+    if not options.quiet:
+        click.echo(f"model {classifier.info.path} (sha256 {classifier.info.sha256[:12]}), providers: {', '.join(classifier.providers)}", err=True)
+    scored = Scores(classifier.classes)
+    try:
+        for prediction, fields in stream:
+            item = fed.popleft()
+            row = make_row(prediction, classifier.classes, fields, item.label, labelled)
+            apply_process_result(pm, row)
+            writer.write(row)
+            scored.add(item.label, prediction, failed=bool(row["error"]))
+            progress.update(failed=bool(row["error"]))
+    finally:
+        writer.close()
+        progress.close()
+    click.echo(scored.summary(progress.count, progress.rate, results_path))
+    if scored.labelled:
+        _report_metrics(scored, options.out)
+    return progress.errors
+
+
+def build_annotators(options: RunOptions, names: "OverlayNames") -> list[Annotator]:
+    """Per-result steps run in worker threads (each returns row fields); add new ones here."""
+    annotators: list[Annotator] = []
+    if options.explain:
+        annotators.append(overlay_annotator(options.out / "heatmaps", names, options.explain_class))
+    return annotators
+
+
+def overlay_annotator(folder: Path, names: "OverlayNames", explain_class: str | None) -> Annotator:
+    """Write the Grad-CAM overlay of a prediction under ``folder``, keeping the input's folders."""
+
+    def overlay(prediction: Prediction, image: np.ndarray) -> dict[str, Any]:
+        label = explain_class or prediction.label
+        path = folder / names.of(prediction.source)
+        write_png(path, render_overlay(image, prediction.heatmap, label, prediction.probabilities[label]))
+        return {"heatmap": str(path)}
+
+    return overlay
+
+
+class OverlayNames:
+    """Overlay file names: the input's path below its argument, ``.png``, never outside the folder.
+
+    Names are assigned in the main thread as inputs enter the stream (a different file with
+    the same name gets ``-2``, ``-3``...), before a worker thread looks them up.
+    """
+
+    def __init__(self) -> None:
+        self._by_source: dict[str, PurePath] = {}
+        self._taken: set[PurePath] = set()
+
+    def assign(self, item: Input) -> None:
+        if item.path not in self._by_source:
+            self._by_source[item.path] = self._unique(item.name.with_suffix(".png"))
+
+    def of(self, source: str) -> PurePath:
+        return self._by_source[source]
+
+    def _unique(self, name: PurePath) -> PurePath:
+        candidate, n = name, 1
+        while candidate in self._taken:
+            n += 1
+            candidate = name.with_name(f"{name.stem}-{n}{name.suffix}")
+        self._taken.add(candidate)
+        return candidate
+
+
+class Scores:
+    """Counts per class and, for labelled inputs, what the metrics need."""
+
+    def __init__(self, classes: tuple[str, ...]):
+        self.classes = classes
+        self.counts = dict.fromkeys(classes, 0)
+        self.errors = 0
+        self.truth: list[int] = []
+        self.probs: list[list[float]] = []
+
+    @property
+    def labelled(self) -> bool:
+        return bool(self.truth)
+
+    def add(self, true_label: str | None, prediction: Prediction, failed: bool) -> None:
+        self.errors += failed
+        if prediction.label is None:
+            return
+        self.counts[prediction.label] += 1
+        if true_label is not None:
+            self.truth.append(self.classes.index(true_label))
+            self.probs.append([prediction.probabilities[c] for c in self.classes])
+
+    def summary(self, inputs: int, rate: float, results_path: Path) -> str:
+        per_class = ", ".join(f"{name} {count}" for name, count in self.counts.items())
+        return f"{inputs} inputs: {per_class}; {self.errors} errors; {rate:.1f} img/s; results: {results_path}"
+
+
+def _report_metrics(scored: Scores, out: Path) -> None:
+    from cxr_infer.metrics import classification_metrics, format_metrics
+
+    report = classification_metrics(scored.truth, scored.probs, list(scored.classes))
+    (out / "metrics.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    click.echo(format_metrics(report))
+    click.echo(f"metrics: {out / 'metrics.json'}")
+
+
+def _writer(name: str):
+    from cxr_infer.writers import available_writers
+
+    try:
+        writers = available_writers()
+    except PluginError as error:
+        raise UsageFailure(str(error)) from error
+    if name not in writers:
+        raise UsageFailure(f"unknown --format {name!r}; available: {', '.join(sorted(writers))}")
+    return writers[name]
+
+
+def _inputs(classifier: Classifier, options: RunOptions) -> Iterator[Input]:
+    from cxr_infer.readers import available_readers
+
+    extensions = {ext for reader in available_readers().values() for ext in reader.extensions}
+    try:
+        labels = read_labels(options.labels, classifier.classes) if options.labels else None
+    except ValueError as error:
+        raise UsageFailure(str(error)) from error
+    return discover(
+        options.paths, extensions=extensions, classes=classifier.classes, recursive=options.recursive, labels=labels, stdin=sys.stdin
+    )
+
+
+@main.command()
+@click.argument("model", required=False, metavar="[MODEL]")
+@click.option("--json", "as_json", is_flag=True, help="Print the card as JSON.")
+def info(model: str | None, as_json: bool) -> None:
+    """Print a model's card from its metadata (default: the bundled default model)."""
+    card = _model_card(model)
+    if as_json:
+        click.echo(json.dumps(card, indent=2, default=str))
+        return
+    click.echo(format_card(card))
+
+
+def _model_card(model: str | None) -> dict[str, Any]:
+    try:
+        path = resolve_model(model)
+        info = read_contract(open_session(path, "cpu"), path)
+    except MODEL_ERRORS as error:
+        raise UsageFailure(str(error)) from error
+    card = asdict(info)
+    card["preprocess"] = asdict(info.preprocess)
+    card["explain"] = info.explain
+    return card
+
+
+def format_card(card: dict[str, Any]) -> str:
+    """The card as text: identity, contract, provenance, then each data set's metrics table."""
+    from cxr_infer.metrics import format_metrics
+
+    lines = [
+        f"{card['name'] or card['model']}  ({card['path']})",
+        f"sha256        {card['sha256']}",
+        f"architecture  {card['model']} (Grad-CAM target layer {card['target_layer'] or '-'})",
+        f"classes       {', '.join(card['classes'])}",
+        f"outputs       {', '.join(card['outputs'])} (explain: {'yes' if card['explain'] else 'no'})",
+        f"preprocess    {json.dumps(card['preprocess'], sort_keys=True)}",
+        f"quantized     {card['quantized'] or 'no'}",
+        f"trained on    {json.dumps(card['trained_on'], sort_keys=True)}",
+        f"exported      {card['exported_at']} by cxr-toolkit {card['toolkit_version']} (opset {card['opset']})",
+    ]
+    for dataset, report in card["metrics"].items():
+        lines.append(f"\nmetrics on {dataset}:")
+        try:
+            lines.append(format_metrics(report))
+        except (KeyError, TypeError):
+            lines.append(json.dumps(report, indent=2, sort_keys=True))
+    return "\n".join(lines)
+
+
+@main.command()
+def models() -> None:
+    """List the bundled models (the default is marked with *)."""
+    bundled = bundled_models()
+    if not bundled:
+        click.echo(f"no bundled models ({exported_dir()} holds no .onnx file); use --model FILE.onnx")
+        return
+    default = default_model_name()
+    for name in bundled:
+        card = _model_card(name)
+        marker = "*" if name == default else " "
+        click.echo(f"{marker} {name:<24} {card['model']:<12} {', '.join(card['classes'])}  explain: {'yes' if card['explain'] else 'no'}")
+
+
+@main.command()
+def plugins() -> None:
+    """List loaded plugins (built-in and installed) as JSON: name, version, hooks."""
+    try:
+        click.echo(json.dumps(describe_plugins(get_plugin_manager()), indent=2))
+    except PluginError as error:
+        raise UsageFailure(str(error)) from error

@@ -1,0 +1,109 @@
+"""What to classify: PATH arguments (files, folders, ``-`` for a list on stdin) turned into a
+lazy, ordered stream of inputs, with true labels where the data carries them.
+
+A folder with subfolders named after the model's classes is a labelled data set (DESIGN.md
+"Data"): images in ``<folder>/<class>/`` get that class as their true label.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from collections.abc import Collection, Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path, PurePath
+from typing import TextIO
+
+
+@dataclass(frozen=True)
+class Input:
+    """One file to classify; ``name`` is its path below the argument it came from (folders kept)."""
+
+    path: str
+    name: PurePath
+    label: str | None = None
+
+
+def is_labelled_folder(folder: Path, classes: Collection[str]) -> bool:
+    return folder.is_dir() and any((folder / name).is_dir() for name in classes)
+
+
+def read_labels(csv_path: Path, classes: Collection[str]) -> dict[str, str]:
+    """``path,label`` rows (paths relative to the CSV's folder or absolute) -> {resolved path: label}."""
+    labels: dict[str, str] = {}
+    try:
+        with open(csv_path, newline="", encoding="utf-8") as handle:
+            reader = csv.DictReader(handle)
+            if reader.fieldnames is None or not {"path", "label"} <= set(reader.fieldnames):
+                raise ValueError(f"{csv_path}: a labels CSV needs the columns path,label")
+            for line, row in enumerate(reader, start=2):
+                if row["label"] not in classes:
+                    raise ValueError(f"{csv_path}:{line}: label {row['label']!r} is not a model class ({', '.join(classes)})")
+                labels[_key(csv_path.parent / row["path"])] = row["label"]
+    except OSError as error:
+        raise ValueError(f"{csv_path}: cannot read labels ({error.strerror or error})") from error
+    return labels
+
+
+def discover(
+    arguments: Iterable[str],
+    *,
+    extensions: Collection[str],
+    classes: Collection[str],
+    recursive: bool = False,
+    labels: Mapping[str, str] | None = None,
+    stdin: TextIO | None = None,
+) -> Iterator[Input]:
+    """Yield the inputs named by the arguments, lazily and in a stable (sorted) order.
+
+    Folders give their files with a known image extension or none (DICOM exports often have
+    none); subfolders only with ``recursive``, except the class subfolders of a labelled folder.
+    A path that does not exist is still yielded, so it gets its error row.
+    """
+    for argument in arguments:
+        if argument == "-" and stdin is not None:
+            paths = (line.strip() for line in stdin)
+            found = (Input(p, _safe_name(PurePath(p))) for p in paths if p)
+        elif Path(argument).is_dir():
+            found = _folder(Path(argument), extensions, classes, recursive)
+        else:
+            found = iter([Input(argument, PurePath(Path(argument).name or "input"))])
+        for item in found:
+            label = item.label if labels is None else labels.get(_key(Path(item.path)), item.label)
+            yield Input(item.path, item.name, label)
+
+
+def _folder(root: Path, extensions: Collection[str], classes: Collection[str], recursive: bool) -> Iterator[Input]:
+    labelled = is_labelled_folder(root, classes)
+    base = PurePath(root.resolve().name or "root")
+    for path in _walk(root, extensions, recursive, descend=set(classes) if labelled else set()):
+        relative = path.relative_to(root)
+        label = relative.parts[0] if labelled and len(relative.parts) > 1 else None
+        yield Input(str(path), base / relative, label)
+
+
+def _walk(folder: Path, extensions: Collection[str], recursive: bool, descend: Collection[str]) -> Iterator[Path]:
+    """Files first, then subfolders, each sorted by name; hidden entries skipped."""
+    with os.scandir(folder) as scan:
+        entries = sorted((e for e in scan if not e.name.startswith(".")), key=lambda e: e.name)
+    for entry in entries:
+        if entry.is_file() and _wanted(entry.name, extensions):
+            yield Path(entry.path)
+    for entry in entries:
+        if entry.is_dir() and (recursive or entry.name in descend):
+            yield from _walk(Path(entry.path), extensions, recursive, ())
+
+
+def _wanted(name: str, extensions: Collection[str]) -> bool:
+    suffix = Path(name).suffix.lower()
+    return suffix == "" or suffix in extensions
+
+
+def _safe_name(path: PurePath) -> PurePath:
+    """A relative path that cannot climb out of the output folder (no root, no '..')."""
+    parts = [part for part in path.parts if part not in (path.anchor, "", ".", "..")]
+    return PurePath(*parts) if parts else PurePath("input")
+
+
+def _key(path: Path) -> str:
+    return os.path.normcase(os.path.abspath(path))
