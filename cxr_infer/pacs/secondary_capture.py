@@ -8,6 +8,7 @@ annotation no viewer can hide.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping
 
 import cv2
@@ -24,6 +25,10 @@ SC_SERIES_NUMBER = 9901
 FONT = cv2.FONT_HERSHEY_SIMPLEX
 WHITE = (255, 255, 255)
 YELLOW = (0, 255, 255)
+
+# Patient and physician names are copied from the source as they are; whether "Anonymized" has
+# one component is not ours to judge, and the warning would repeat for every image received.
+warnings.filterwarnings("ignore", message=r"The string .* is unlikely to represent the intended person name")
 
 
 def result_lines(label: str, probabilities: Mapping[str, float], model: ModelIdentity) -> list[str]:

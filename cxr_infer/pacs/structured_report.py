@@ -1,10 +1,11 @@
 """Structured Report result: the classification as a Comprehensive 3D SR following TID 1500.
 
 Downstream systems parse this one. The content tree is a Measurement Report (TID 1500) with
-one TID 1501 group holding the finding (the predicted class, a coded qualitative evaluation)
-and one group per class holding its probability (DCM 122157, unitless), each group naming the
-algorithm (TID 4019: name, version, file sha256) and the source image; the image library and the
-evidence sequence reference the source radiograph and the Secondary Capture.
+one TID 1501 group per class: the class as finding type (SNOMED CT where it has a code), its
+probability (DCM 122157 "Probability", unitless) and a Present/Absent evaluation (CID 240) that
+marks the predicted class. Each group names the algorithm (TID 4019: name, version, file sha256)
+and the source image; the evidence sequence references the source radiograph and the Secondary
+Capture.
 """
 
 from __future__ import annotations
@@ -54,27 +55,22 @@ def _observation_context(model: ModelIdentity) -> hd.sr.ObservationContext:
 def _groups(
     source: Dataset, label: str, probabilities: Mapping[str, float], model: ModelIdentity
 ) -> list[hd.sr.MeasurementsAndQualitativeEvaluations]:
-    """The finding group, then one probability group per class, all citing the source image."""
+    """One group per class: the class as finding type, its probability, and whether it is the
+    predicted finding (Present) or not (Absent), each citing the algorithm and the source image."""
     source_image = [hd.sr.SourceImageForMeasurementGroup.from_source_image(source)]
-    finding = hd.sr.MeasurementsAndQualitativeEvaluations(
-        tracking_identifier=hd.sr.TrackingIdentifier(uid=result_uid(source.SOPInstanceUID, model, "finding"), identifier="finding"),
-        algorithm_id=algorithm(model),
-        qualitative_evaluations=[hd.sr.QualitativeEvaluation(codes.DCM.Finding, class_code(label))],
-        source_images=source_image,
-    )
-    per_class = [
+    return [
         hd.sr.MeasurementsAndQualitativeEvaluations(
-            tracking_identifier=hd.sr.TrackingIdentifier(
-                uid=result_uid(source.SOPInstanceUID, model, f"probability-{name}"), identifier=f"probability {name}"
-            ),
+            tracking_identifier=hd.sr.TrackingIdentifier(uid=result_uid(source.SOPInstanceUID, model, f"class-{name}"), identifier=name),
             finding_type=class_code(name),
             algorithm_id=algorithm(model),
             measurements=[hd.sr.Measurement(name=codes.DCM.Probability, value=float(value), unit=UNITLESS)],
+            qualitative_evaluations=[
+                hd.sr.QualitativeEvaluation(class_code(name), codes.SCT.Present if name == label else codes.SCT.Absent)
+            ],
             source_images=source_image,
         )
         for name, value in probabilities.items()
     ]
-    return [finding, *per_class]
 
 
 def _describable(source: Dataset) -> bool:

@@ -1,0 +1,39 @@
+"""Fixtures of the inference tests: a real Orthanc PACS, real radiographs, a loaded tiny classifier."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from pacs_support import DATA, ORTHANC_BINARY, Orthanc
+
+
+@pytest.fixture
+def orthanc(tmp_path: Path) -> Iterator[Orthanc]:
+    """A running Orthanc; skipped, saying why, where the Debian package is not installed."""
+    if shutil.which(ORTHANC_BINARY) is None:
+        pytest.skip("Orthanc is not installed (Debian package 'orthanc'; .ci/run installs it where apt works)")
+    server = Orthanc(tmp_path / "orthanc")
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def external_jpegs() -> list[Path]:
+    """Real radiographs of the external collection, all classes interleaved, in a fixed order."""
+    folders = [sorted((DATA / "cxr3-external" / label).glob("*.jpg")) for label in ("covid", "pneumonia", "normal")]
+    return [path for group in zip(*folders) for path in group]
+
+
+@pytest.fixture(scope="session")
+def pacs_classifier(tiny_model_path):
+    """The tiny exported model, loaded once, with two threads (the tests share two cores)."""
+    from cxr_infer.api import Classifier
+
+    with Classifier.load(tiny_model_path, threads=2) as classifier:
+        yield classifier

@@ -1,0 +1,155 @@
+"""Test support for the PACS tests: a real Orthanc server, DICOMs made from real radiographs,
+and a DICOM sender (pynetdicom SCU)."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import time
+import urllib.request
+from collections.abc import Sequence
+from pathlib import Path
+
+import cv2
+from pydicom import Dataset
+from pydicom.dataset import FileMetaDataset
+from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+from pynetdicom import AE, StoragePresentationContexts
+
+DATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
+ORTHANC_BINARY = "Orthanc"
+CR_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.1"
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+class Orthanc:
+    """One Orthanc server in its own folder, on free loopback ports, with a fresh database.
+
+    ``stop()`` and ``start()`` again keep ports and data (to simulate a PACS outage).
+    """
+
+    aet = "ORTHANC"
+
+    def __init__(self, root: Path):
+        self.root = root
+        self.dicom_port = free_port()
+        self.http_port = free_port()
+        self.config = root / "orthanc.json"
+        self.log = root / "orthanc.log"
+        self._process: subprocess.Popen | None = None
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.config.write_text(json.dumps(self._settings()), encoding="utf-8")
+
+    def _settings(self) -> dict:
+        storage = str(self.root / "db")
+        return {
+            "Name": "cxr-test",
+            "StorageDirectory": storage,
+            "IndexDirectory": storage,
+            "StorageCompression": False,
+            "HttpPort": self.http_port,
+            "DicomPort": self.dicom_port,
+            "DicomAet": self.aet,
+            "RemoteAccessAllowed": False,
+            "AuthenticationEnabled": False,
+            "DicomCheckCalledAet": False,
+            "DicomAlwaysAllowEcho": True,
+            "DicomAlwaysAllowStore": True,
+            "OverwriteInstances": True,
+            "Plugins": [],
+            "StableAge": 1,
+        }
+
+    def start(self, timeout: float = 30.0) -> None:
+        with open(self.log, "ab") as log:
+            self._process = subprocess.Popen([ORTHANC_BINARY, str(self.config)], stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self._process.poll() is not None:
+                raise RuntimeError(f"Orthanc exited with {self._process.returncode}; see {self.log}")
+            try:
+                self.get("/system")
+                return
+            except OSError:
+                time.sleep(0.2)
+        raise RuntimeError(f"Orthanc did not answer within {timeout} s; see {self.log}")
+
+    def stop(self) -> None:
+        if self._process and self._process.poll() is None:
+            self._process.terminate()
+            self._process.wait(timeout=30)
+        self._process = None
+
+    def get(self, path: str):
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.http_port}{path}", timeout=10) as response:
+            body = response.read()
+        return json.loads(body) if response.headers.get_content_type() == "application/json" else body
+
+    def post(self, path: str, payload: dict):
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{self.http_port}{path}", data=json.dumps(payload).encode(), method="POST"
+        )
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return json.loads(response.read())
+
+    def find_instances(self, **query: str) -> list[dict]:
+        """Instances matching DICOM tag values (Orthanc /tools/find), with their main tags."""
+        return self.post("/tools/find", {"Level": "Instance", "Query": query, "Expand": True})
+
+
+def radiograph_dataset(
+    jpeg: Path,
+    *,
+    modality: str = "CR",
+    view: str = "PA",
+    study_uid: str | None = None,
+    max_side: int | None = None,
+) -> Dataset:
+    """Wrap a real radiograph JPEG as an uncompressed 8-bit MONOCHROME2 DICOM instance."""
+    gray = cv2.imread(str(jpeg), cv2.IMREAD_GRAYSCALE)
+    if gray is None:
+        raise ValueError(f"{jpeg}: not a readable image")
+    if max_side and max(gray.shape) > max_side:
+        scale = max_side / max(gray.shape)
+        gray = cv2.resize(gray, (round(gray.shape[1] * scale), round(gray.shape[0] * scale)), interpolation=cv2.INTER_AREA)
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.SOPClassUID = CR_IMAGE_STORAGE
+    ds.SOPInstanceUID = generate_uid()
+    ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    ds.PatientName = "Test^Radiograph"
+    ds.PatientID = jpeg.stem[:64]
+    ds.PatientBirthDate = ""
+    ds.PatientSex = "O"
+    ds.StudyInstanceUID = study_uid or generate_uid()
+    ds.SeriesInstanceUID = generate_uid()
+    ds.StudyDate, ds.StudyTime, ds.StudyID, ds.AccessionNumber, ds.ReferringPhysicianName = "20260101", "120000", "1", "A1", ""
+    ds.SeriesNumber, ds.InstanceNumber = 1, 1
+    ds.Modality, ds.ViewPosition, ds.BodyPartExamined = modality, view, "CHEST"
+    ds.PatientOrientation = ""
+    ds.Rows, ds.Columns = gray.shape
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
+    ds.PixelData = gray.tobytes()
+    return ds
+
+
+def send_datasets(datasets: Sequence[Dataset], port: int, aet: str) -> list[int]:
+    """C-STORE ``datasets`` over one association (pynetdicom SCU); returns the status codes."""
+    sender = AE(ae_title="TESTSCU")
+    sender.requested_contexts = StoragePresentationContexts
+    assoc = sender.associate("127.0.0.1", port, ae_title=aet)
+    if not assoc.is_established:
+        raise ConnectionError(f"no association with {aet} on port {port}")
+    try:
+        return [assoc.send_c_store(ds).Status for ds in datasets]
+    finally:
+        assoc.release()
