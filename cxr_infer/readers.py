@@ -21,6 +21,7 @@ RASTER_EXTENSIONS = (".png", ".jpg", ".jpeg", ".jfif", ".bmp", ".tif", ".tiff", 
 DICOM_EXTENSIONS = (".dcm", ".dicom")
 MAX_PIXELS = 100_000_000  # 10k x 10k; larger is a decompression bomb, not a radiograph
 EXIF_ORIENTATION = 0x0112
+EXIF_FORMATS = ("JPEG", "MPO", "WEBP", "TIFF")
 _ORIENT: dict[int, Callable[[np.ndarray], np.ndarray]] = {
     1: lambda a: a,
     2: lambda a: a[:, ::-1],
@@ -63,7 +64,11 @@ def read_raster(path: Path) -> np.ndarray:
 
 
 def _probe_header(data: np.ndarray) -> int:
-    """Return the EXIF orientation (1 = upright); refuse images over :data:`MAX_PIXELS`."""
+    """Return the EXIF orientation (1 = upright); refuse images over :data:`MAX_PIXELS`.
+
+    Only the header is parsed. PNG is not asked for EXIF: Pillow would decode the whole image
+    to look for an eXIf chunk after the pixels, and radiograph PNGs do not rotate by EXIF.
+    """
     from PIL import Image
 
     try:
@@ -71,13 +76,15 @@ def _probe_header(data: np.ndarray) -> int:
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(io.BytesIO(data.tobytes())) as probe:
                 width, height = probe.size
-                orientation = probe.getexif().get(EXIF_ORIENTATION, 1)
+                if width * height > MAX_PIXELS:
+                    raise ReadError(f"image of {width}x{height} pixels exceeds the {MAX_PIXELS:,}-pixel limit")
+                orientation = probe.getexif().get(EXIF_ORIENTATION, 1) if probe.format in EXIF_FORMATS else 1
+    except ReadError:
+        raise
     except Image.DecompressionBombError as error:
         raise ReadError(f"decompression bomb refused: {error}") from None
     except Exception:
         return 1  # not something Pillow can size; the decoder gives its own error
-    if width * height > MAX_PIXELS:
-        raise ReadError(f"image of {width}x{height} pixels exceeds the {MAX_PIXELS:,}-pixel limit")
     return orientation if orientation in _ORIENT else 1
 
 
