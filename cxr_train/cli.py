@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import click
 
@@ -21,3 +22,95 @@ def main() -> None:
 def plugins() -> None:
     """List loaded plugins (built-in and installed) as JSON: name, version, hooks."""
     click.echo(json.dumps(describe_plugins(get_plugin_manager()), indent=2))
+
+
+# --- export and verify (issue 3): heavy imports stay inside the commands so --help stays fast ---
+
+
+@main.command()
+@click.argument("checkpoint", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="ONNX file to write.")
+@click.option("--explain/--no-explain", default=True, show_default=True, help="Include the Grad-CAM outputs (activations, gradients).")
+@click.option("--int8", is_flag=True, help="Write the int8 QDQ model (needs --calibration).")
+@click.option("--calibration", type=click.Path(exists=True, file_okay=False, path_type=Path), help="Labelled folder of training images for int8 calibration.")
+@click.option("--calibration-limit", type=int, default=200, show_default=True, help="Calibration images (class-balanced pick).")
+@click.option("--compare", type=click.Path(exists=True, file_okay=False, path_type=Path), help="Labelled folder for the int8-vs-fp32 agreement report [default: --calibration].")
+@click.option("--compare-limit", type=int, default=None, help="Images of --compare to use [default: all].")
+@click.option("--opset", type=int, default=None, help="ONNX opset [default: the exporter's].")
+@click.option("--name", default="", help="Model name recorded in the metadata [default: the architecture].")
+def export(
+    checkpoint: Path,
+    out: Path,
+    explain: bool,
+    int8: bool,
+    calibration: Path | None,
+    calibration_limit: int,
+    compare: Path | None,
+    compare_limit: int | None,
+    opset: int | None,
+    name: str,
+) -> None:
+    """Export CHECKPOINT to a single-file ONNX model with self-describing metadata."""
+    import tempfile
+    import time
+
+    from cxr_train.checkpoint import Checkpoint
+    from cxr_train.export import export_onnx
+    from cxr_train.quantize import quantize_int8
+
+    if int8 != (calibration is not None):
+        raise click.UsageError("--int8 and --calibration DIR go together (int8 is calibrated on real training images)")
+    loaded = Checkpoint.load(checkpoint)
+    with tempfile.TemporaryDirectory(prefix="cxr-export-") as tmp:
+        target = Path(tmp) / "fp32.onnx" if int8 else out
+        result = export_onnx(loaded, target, explain=explain, opset=opset, name=name)
+        outputs = ", ".join(result.info.outputs)
+        click.echo(f"exported {loaded.model} in {result.seconds:.1f} s: outputs {outputs}; opset {result.info.opset}", err=True)
+        if int8:
+            started = time.perf_counter()
+            info = quantize_int8(target, out, calibration, compare or calibration, calibration_limit, compare_limit)
+            click.echo(f"quantized to int8 in {time.perf_counter() - started:.1f} s", err=True)
+            click.echo(json.dumps(info.quantization["agreement"], indent=2))
+    click.echo(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB)", err=True)
+
+
+@main.command()
+@click.argument("model", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("checkpoint", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--data", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path), help="Labelled folder of real images.")
+@click.option("--limit", type=int, default=None, help="At most this many images (class-balanced pick).")
+@click.option("--logits-tol", type=float, default=None, help="Max logit difference relative to the largest |logit|.")
+@click.option("--probs-tol", type=float, default=None, help="Max absolute probability difference.")
+@click.option("--gradcam-tol", type=float, default=None, help="Max absolute difference of normalized Grad-CAM maps.")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), help="Also write the JSON report here.")
+def verify(
+    model: Path,
+    checkpoint: Path,
+    data: Path,
+    limit: int | None,
+    logits_tol: float | None,
+    probs_tol: float | None,
+    gradcam_tol: float | None,
+    json_path: Path | None,
+) -> None:
+    """Compare MODEL (ONNX) with CHECKPOINT in eager PyTorch on real images.
+
+    Prints a summary (stderr) and the JSON report (stdout); exits 1 beyond the tolerances
+    (defaults: strict for float models, decision-level for int8 ones).
+    """
+    import dataclasses
+
+    from cxr_train import verify as verification
+    from cxr_train.export import read_info
+
+    base = verification.INT8_TOLERANCES if read_info(model).quantized else verification.FP32_TOLERANCES
+    given = {"logits_rel": logits_tol, "probs": probs_tol, "gradcam": gradcam_tol}
+    tolerances = dataclasses.replace(base, **{k: v for k, v in given.items() if v is not None})
+    report = verification.verify(model, checkpoint, data, limit, tolerances)
+    click.echo(verification.format_report(report), err=True)
+    text = json.dumps(report, indent=2, sort_keys=True)
+    click.echo(text)
+    if json_path is not None:
+        json_path.write_text(text + "\n")
+    if report["failures"]:
+        raise SystemExit(1)

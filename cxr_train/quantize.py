@@ -1,0 +1,147 @@
+"""int8 variant of an exported model: onnxruntime static quantization, QDQ format.
+
+Weights are int8 per output channel, activations uint8 (on this CPU uint8 activations ran about
+3.3x faster than fp32, int8 activations only 1.2x). Calibration feeds real training images
+through the shared preprocessing, so the ranges are those the model sees in use.
+
+The explain outputs survive: nodes that only serve ``gradients`` stay in float (they are a few
+small matmuls), so Grad-CAM weights are not computed from re-quantized gradients. The agreement
+with the float model on a labelled folder is measured and stored in the file's metadata.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
+from onnxruntime.quantization.shape_inference import quant_pre_process
+
+from cxr_infer.contract import CLASSIFY_OUTPUTS, INPUT, PROBS, ModelInfo
+from cxr_infer.metrics import classification_metrics
+from cxr_train.data import LabelledSet, discover, load_tensors
+from cxr_train.export import read_info, write_model
+from cxr_train.verify import open_session, run_session
+
+QUANTIZATION = "int8-qdq"
+CALIBRATION_BATCH = 8
+MAX_INTERMEDIATE_BATCHES = 4  # bounds calibration memory: ranges are merged every few batches
+
+
+class ImageBatches(CalibrationDataReader):
+    """Feeds preprocessed images to the calibrator in fixed-size batches."""
+
+    def __init__(self, images: np.ndarray, batch: int = CALIBRATION_BATCH):
+        self.images = images
+        self.batch = batch
+        self.position = 0
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        if self.position >= len(self.images):
+            return None
+        chunk = self.images[self.position : self.position + self.batch]
+        self.position += self.batch
+        return {INPUT: chunk}
+
+    def rewind(self) -> None:
+        self.position = 0
+
+
+def explain_only_nodes(model: onnx.ModelProto) -> list[str]:
+    """Names of the nodes no classification output depends on (the in-graph backward pass)."""
+    producers = {output: node for node in model.graph.node for output in node.output}
+    needed: set[str] = set()
+    pending = [name for name in CLASSIFY_OUTPUTS if name in producers]
+    while pending:
+        node = producers.get(pending.pop())
+        if node is None or node.name in needed:
+            continue
+        needed.add(node.name)
+        pending.extend(node.input)
+    return [node.name for node in model.graph.node if node.name not in needed]
+
+
+def _named(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Give every node a unique name: the quantizer's exclusion list works by name."""
+    seen: set[str] = set()
+    for index, node in enumerate(model.graph.node):
+        if not node.name or node.name in seen:
+            node.name = f"{node.op_type}_{index}"
+        seen.add(node.name)
+    return model
+
+
+def load_folder(folder: str | Path, info: ModelInfo, limit: int | None, seed: int = 0) -> tuple[LabelledSet, np.ndarray, np.ndarray]:
+    """A seeded, class-balanced pick of at most ``limit`` images, preprocessed for ``info``."""
+    dataset = discover(folder, list(info.classes))
+    if limit is not None:
+        dataset = dataset.limit_per_class(max(1, limit // len(dataset.classes)), seed)
+    images, labels = load_tensors(dataset, info.preprocess)
+    return dataset, images.numpy(), labels.numpy()
+
+
+def agreement(fp32_path: Path, int8_path: Path, images: np.ndarray, labels: np.ndarray, classes: list[str]) -> dict[str, Any]:
+    """Top-1 agreement and largest probability difference of int8 against fp32, plus the
+    accuracy and macro-F1 of both against the folder's labels."""
+    fp32 = run_session(open_session(fp32_path)[0], images)[PROBS]
+    int8 = run_session(open_session(int8_path)[0], images)[PROBS]
+    figures = {name: classification_metrics(labels, probs, classes) for name, probs in (("fp32", fp32), ("int8", int8))}
+    return {
+        "images": int(len(images)),
+        "top1_agreement": float((fp32.argmax(1) == int8.argmax(1)).mean()),
+        "max_prob_diff": float(np.abs(fp32 - int8).max()),
+        **{f"{name}_{key}": figures[name][key] for name in figures for key in ("accuracy", "macro_f1")},
+    }
+
+
+def quantize_int8(
+    fp32_path: str | Path,
+    out: str | Path,
+    calibration: str | Path,
+    compare: str | Path,
+    calibration_limit: int | None = 200,
+    compare_limit: int | None = None,
+) -> ModelInfo:
+    """Write the int8 QDQ version of ``fp32_path`` to ``out`` and return its metadata, whose
+    ``quantization`` entry records the calibration set and the agreement measured on ``compare``."""
+    fp32_path, out = Path(fp32_path), Path(out)
+    info = read_info(fp32_path)
+    calib_set, calib_images, _ = load_folder(calibration, info, calibration_limit)
+    with tempfile.TemporaryDirectory(prefix="cxr-int8-") as tmp:
+        prepared, quantized = Path(tmp) / "prepared.onnx", Path(tmp) / "int8.onnx"
+        quant_pre_process(str(fp32_path), str(prepared))
+        model = _named(onnx.load(str(prepared)))
+        onnx.save_model(model, prepared)
+        quantize_static(
+            str(prepared),
+            str(quantized),
+            ImageBatches(calib_images),
+            quant_format=QuantFormat.QDQ,
+            per_channel=True,
+            activation_type=QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
+            calibrate_method=CalibrationMethod.MinMax,
+            nodes_to_exclude=explain_only_nodes(model),
+            extra_options={"CalibMaxIntermediateOutputs": MAX_INTERMEDIATE_BATCHES},
+        )
+        int8_model = onnx.load(str(quantized))
+        draft = dataclasses.replace(info, quantized=QUANTIZATION, name=f"{info.name}-int8")
+        write_model(int8_model, draft, out)
+    _, images, labels = load_folder(compare, info, compare_limit)
+    report = {
+        "method": "onnxruntime static, QDQ, per-channel int8 weights, uint8 activations, MinMax",
+        "explain_nodes_float": bool(info.explain),
+        "calibration": {
+            "folder": str(calibration),
+            "images": len(calib_set),
+            "file_list_sha256": calib_set.file_list_sha256(),
+        },
+        "agreement": {"folder": str(compare), **agreement(fp32_path, out, images, labels, list(info.classes))},
+    }
+    final = dataclasses.replace(draft, quantization=report)
+    write_model(int8_model, final, out)
+    return final
