@@ -1,0 +1,169 @@
+"""``cxr-infer`` end to end on real files: rows, overlays, metrics, exit codes, subcommands."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import cv2
+import pytest
+from click.testing import CliRunner
+from sklearn.metrics import accuracy_score, confusion_matrix, f1_score
+
+from cxr_infer.cli import main
+from cxr_infer.hookspecs import hookimpl
+from cxr_infer.plugins import get_plugin_manager
+from cxr_infer.readers import read_image
+from infer_support import CLASSES, DICOMS, ORIGINALS, labelled_subset, make_bad_inputs
+
+GOOD = [ORIGINALS[4], ORIGINALS[1], ORIGINALS[12], DICOMS[0]]  # RGBA PNG, WebP, JPEG, header-less DICOM
+
+
+def run(*args: str, stdin: str | None = None):
+    return CliRunner().invoke(main, [str(a) for a in args], input=stdin, catch_exceptions=False)
+
+
+def read_rows(path: Path) -> list[dict]:
+    if path.suffix == ".jsonl":
+        return [json.loads(line) for line in path.read_text().splitlines()]
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+@pytest.fixture
+def mixed_folder(tmp_path) -> Path:
+    folder = tmp_path / "inbox"
+    make_bad_inputs(folder / "bad")
+    for source in GOOD:
+        (folder / source.name).symlink_to(source)
+    return folder
+
+
+def test_folder_with_bad_files_gives_every_row_overlays_and_exit_1(mixed_folder, tmp_path, tiny_model_path):
+    out = tmp_path / "out"
+    result = run(mixed_folder, "--recursive", "--model", tiny_model_path, "--explain", "--out", out, "--quiet")
+    assert result.exit_code == 1, result.output
+    rows = read_rows(out / "results.csv")
+    names = sorted(p.name for p in GOOD) + sorted(p.name for p in (mixed_folder / "bad").iterdir())
+    assert [Path(r["path"]).name for r in rows] == names  # files, then subfolders, each sorted
+    for row in rows:
+        if row["error"]:
+            assert not row["label"] and not row["heatmap"]
+            continue
+        assert sum(float(row[f"prob_{c}"]) for c in CLASSES) == pytest.approx(1.0, abs=1e-4)
+        overlay_path = Path(row["heatmap"])
+        assert overlay_path.resolve().is_relative_to((out / "heatmaps").resolve())
+        assert overlay_path.relative_to(out / "heatmaps").parts[0] == "inbox"
+        overlay = cv2.imread(str(overlay_path))
+        assert overlay.shape[:2] == read_image(row["path"]).shape[:2]
+    assert sum(bool(r["error"]) for r in rows) == 5
+    assert "9 inputs: " in result.output and "5 errors" in result.output
+
+
+def test_labelled_folder_reports_metrics_that_match_scikit_learn(tmp_path, tiny_model_path):
+    folder = labelled_subset(tmp_path / "external", per_class=3)
+    out = tmp_path / "out"
+    result = run("classify", folder, "--model", tiny_model_path, "--out", out, "--format", "jsonl", "--batch-size", "4", "-q")
+    assert result.exit_code == 0, result.output
+    rows = read_rows(out / "results.jsonl")
+    assert len(rows) == 9 and {r["true_label"] for r in rows} == set(CLASSES)
+    report = json.loads((out / "metrics.json").read_text())
+    classes = report["classes"]
+    truth = [classes.index(r["true_label"]) for r in rows]
+    predicted = [classes.index(r["label"]) for r in rows]
+    assert report["accuracy"] == pytest.approx(accuracy_score(truth, predicted))
+    assert report["macro_f1"] == pytest.approx(f1_score(truth, predicted, average="macro", labels=[0, 1, 2], zero_division=0))
+    assert report["confusion_matrix"] == confusion_matrix(truth, predicted, labels=[0, 1, 2]).tolist()
+    assert "macro-F1" in result.output
+
+
+def test_stdin_list_and_labels_csv(tmp_path, tiny_model_path):
+    folder = labelled_subset(tmp_path / "ext", per_class=1)
+    files = sorted(folder.rglob("*.jpg"))
+    labels = tmp_path / "labels.csv"
+    labels.write_text("path,label\n" + "".join(f"ext/{p.parent.name}/{p.name},{p.parent.name}\n" for p in files))
+    out = tmp_path / "out"
+    result = run("-", "--model", tiny_model_path, "--labels", labels, "--out", out, "--explain", stdin="\n".join(map(str, files)) + "\n")
+    assert result.exit_code == 0, result.output
+    rows = read_rows(out / "results.csv")
+    assert [r["true_label"] for r in rows] == [p.parent.name for p in files]
+    assert json.loads((out / "metrics.json").read_text())["n"] == 3
+    for row in rows:  # absolute input paths still land inside the output folder
+        assert Path(row["heatmap"]).resolve().is_relative_to(out.resolve())
+
+
+def test_process_result_plugin_failure_is_the_rows_error(tmp_path, tiny_model_path):
+    class Boom:
+        @hookimpl
+        def process_result(self, result):
+            raise ValueError("no database")
+
+    class Tagger:
+        @hookimpl
+        def process_result(self, result):
+            result["site"] = "ward-7"
+
+    pm = get_plugin_manager()
+    pm.register(Tagger(), name="tagger")
+    pm.register(Boom(), name="boom")
+    try:
+        result = run(ORIGINALS[12], "--model", tiny_model_path, "--out", tmp_path / "out", "--format", "jsonl", "-q")
+    finally:
+        pm.unregister(name="boom")
+        pm.unregister(name="tagger")
+    assert result.exit_code == 1
+    (row,) = read_rows(tmp_path / "out" / "results.jsonl")
+    assert "'boom'" in row["error"] and "no database" in row["error"] and row["label"]
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--device", "cuda"], "--device cuda"),
+        (["--format", "xml"], "unknown --format 'xml'"),
+        (["--explain-class", "fracture"], "unknown class 'fracture'"),
+    ],
+)
+def test_usage_and_device_errors_exit_2(tmp_path, tiny_model_path, args, message):
+    result = run(ORIGINALS[12], "--model", tiny_model_path, "--out", tmp_path / "out", *args)
+    assert result.exit_code == 2 and message in result.output
+
+
+def test_explaining_a_plain_model_exits_2(tmp_path, tiny_plain_model_path):
+    result = run(ORIGINALS[12], "--model", tiny_plain_model_path, "--explain", "--out", tmp_path / "out")
+    assert result.exit_code == 2 and "without the Grad-CAM outputs" in result.output
+    assert not (tmp_path / "out" / "results.csv").exists()
+
+
+@pytest.fixture
+def bundle(tmp_path, monkeypatch, tiny_model_path):
+    """A stand-in for the installed exported/ folder."""
+    folder = tmp_path / "exported"
+    folder.mkdir()
+    monkeypatch.setattr("cxr_infer.bundled.exported_dir", lambda: folder)
+    return folder
+
+
+def test_no_bundled_model_is_said_clearly(bundle, tmp_path):
+    result = run(ORIGINALS[12], "--out", tmp_path / "out")
+    assert result.exit_code == 2 and "bundles no model" in result.output
+    assert "no bundled models" in run("models").output
+
+
+def test_bundled_default_model_info_and_models(bundle, tmp_path, tiny_model_path):
+    shutil.copy(tiny_model_path, bundle / "tiny.onnx")
+    (bundle / "models.json").write_text('{"default": "tiny"}')
+    listing = run("models")
+    assert listing.exit_code == 0 and "* tiny" in listing.output
+    card = json.loads(run("info", "tiny", "--json").output)
+    assert card["explain"] is True and len(card["sha256"]) == 64
+    text = run("info")
+    assert text.exit_code == 0 and ", ".join(card["classes"]) in text.output and card["sha256"] in text.output
+    assert run(ORIGINALS[12], "--out", tmp_path / "out", "-q").exit_code == 0
+
+
+def test_plugins_lists_builtins_as_json():
+    names = {row["name"] for row in json.loads(run("plugins").output)}
+    assert {"cxr_infer.readers", "cxr_infer.writers"} <= names
