@@ -1,0 +1,62 @@
+"""``python -m benchmarks run [--part cpu|gpu|all] [--tiny]`` and ``python -m benchmarks report``."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import click
+
+from benchmarks import report
+from benchmarks.harness import PARTS, Config, run_part
+
+HERE = Path(__file__).resolve().parent
+
+
+def _ints(value: str) -> tuple[int, ...]:
+    return tuple(int(v) for v in value.split(","))
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def main() -> None:
+    """Measure cxr-toolkit's speed and write benchmarks/RESULTS.md."""
+
+
+@main.command()
+@click.option("--part", type=click.Choice((*PARTS, "all")), default="all", show_default=True)
+@click.option("--tiny", is_flag=True, help="Smoke-test scale: a small random SimpleCNN, seconds not minutes.")
+@click.option("--models", help="Comma-separated architectures (default: simplecnn,resnet50).")
+@click.option("--batches", help="Comma-separated batch sizes (default: 1,8,32).")
+@click.option("--repeats", type=click.IntRange(1), help="Interleaved repeats per variant (default: 5).")
+@click.option("--threads", type=click.IntRange(1), help="Threads for onnxruntime and torch (default: usable CPUs).")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=HERE, show_default=True)
+@click.option("--work", type=click.Path(file_okay=False, path_type=Path), help="Cache of exported models.")
+@click.option("--onnx", multiple=True, type=click.Path(dir_okay=False, exists=True, path_type=Path),
+              help="Measure this ONNX file (repeatable: explain, plain and int8 files of one model).")
+@click.option("--checkpoint", multiple=True, type=click.Path(dir_okay=False, exists=True, path_type=Path),
+              help="Export and measure this checkpoint (repeatable); with --onnx, the torch side's weights.")
+def run(part, tiny, models, batches, repeats, threads, out, work, onnx, checkpoint) -> None:
+    """Run the measurements, write results-<part>.json and regenerate RESULTS.md.
+
+    By default each architecture's newest trained runs/*/best.pt is exported (explain, plain,
+    int8) when torch is installed, or a random-init one if none exists; without torch the
+    shipped exported/*.onnx files are measured.
+    """
+    config = Config.tiny(work or out / ".work") if tiny else Config()
+    overrides = {"models": models and tuple(models.split(",")), "batches": batches and _ints(batches),
+                 "repeats": repeats, "threads": threads, "work": work, "onnx": onnx, "checkpoints": checkpoint}
+    config = replace(config, **{k: v for k, v in overrides.items() if v})
+    for name in PARTS if part == "all" else (part,):
+        click.echo(f"{name}: {run_part(name, config, out)}", err=True)
+    click.echo(report.render(out))
+
+
+@main.command("report")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=HERE, show_default=True)
+def report_command(out) -> None:
+    """Regenerate RESULTS.md and the plots from the JSON results in OUT."""
+    click.echo(report.render(out))
+
+
+if __name__ == "__main__":
+    main()

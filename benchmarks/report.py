@@ -1,0 +1,195 @@
+"""Renders ``RESULTS.md`` and the throughput plots from the ``results-<part>.json`` files.
+
+The Markdown is generated, never edited by hand: a reader can trust that every figure in it
+came from the JSON beside it, whose command and machine are stated at the top.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from benchmarks.harness import PARTS
+
+TITLES = {
+    "onnx_vs_torch": "1. ONNX Runtime fp32 vs PyTorch eager",
+    "explain_cost": "2. explain outputs vs logits only",
+    "gradcam": "3. eager Grad-CAM vs our explain",
+    "int8_speed": "4. int8 vs fp32 speed",
+    "pipeline_vs_bare": "5. folder pipeline vs bare session",
+}
+
+
+def load(out: Path) -> dict[str, dict[str, Any]]:
+    return {part: json.loads(p.read_text()) for part in PARTS if (p := out / f"results-{part}.json").exists()}
+
+
+def table(header: list[str], rows: list[list[Any]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(" --- " for _ in header) + "|"]
+    return lines + ["| " + " | ".join(str(c) for c in row) + " |" for row in rows] + [""]
+
+
+def spread(s: dict[str, float], digits: int = 2) -> str:
+    """``median [q1-q3]``: the middle half of the repeats lies in the brackets."""
+    return f"{s['median']:.{digits}f} [{s['q1']:.{digits}f}-{s['q3']:.{digits}f}]"
+
+
+def verdict(row: dict[str, Any]) -> str:
+    if row.get("target") is None:
+        return "(no target)"
+    met = row["ratio"]["median"] >= row["target"] if row["at_least"] else row["ratio"]["median"] <= row["target"]
+    return ("met" if met else "**missed**") + f" ({'>=' if row['at_least'] else '<='} {row['target']})"
+
+
+def machine_section(result: dict[str, Any]) -> list[str]:
+    m = result["machine"]
+    cpu = m["cpu"]
+    flags = ", ".join(cpu["flags"]) or "none recorded"
+    absent = [f for f in ("avx512f", "avx512_vnni", "avx_vnni", "amx_int8") if f not in cpu["flags"]]
+    gpus = ", ".join(f"{g['name']} ({g['memory']}, driver {g['driver']})" for g in m["gpus"]) or "none"
+    return [
+        f"- CPU: {cpu['model']}, {cpu['usable_cpus']} usable of {cpu['logical_cpus']} logical CPUs; "
+        f"flags: {flags}" + (f" (absent: {', '.join(absent)})" if absent else ""),
+        f"- GPU: {gpus}",
+        f"- OS: {m['os']}; threads given to onnxruntime and torch alike: {result['config']['threads']}",
+        "- versions: " + ", ".join(f"{k} {v}" for k, v in m["versions"].items()),
+        f"- load average (1/5/15 min) before: {result['load_before']}, after: {result['load_after']}",
+        "",
+    ]
+
+
+def header_section(result: dict[str, Any]) -> list[str]:
+    models = "; ".join(f"{arch}: {d['source']} ({'trained' if d['trained'] else 'random init'})"
+                       for arch, d in result["models"].items()) or "none"
+    c = result["config"]
+    return [
+        f"Generated {result['generated_at']} by `{result['command']}`.",
+        f"Models: {models}. Batches {c['batches']}, {c['repeats']} interleaved repeats per variant.",
+        "",
+    ]
+
+
+def cpu_section(result: dict[str, Any]) -> list[str]:
+    lines = ["## CPU", ""] + header_section(result) + machine_section(result)
+    lines += ["### Ratios against the targets", "",
+              "Each ratio is taken per repeat between interleaved runs, then summarized: median [IQR].", ""]
+    lines += table(["measurement", "model", "batch", "ratio", "median [IQR]", "target"], [
+        [TITLES[r["comparison"]], r["model"], r["batch"], r["meaning"], spread(r["ratio"]), verdict(r)]
+        for r in result["comparisons"]
+    ])
+    variants = sorted({v for r in result["throughput"] for v in r["img_s"]}, key=_variant_order(result))
+    lines += accuracy_section(result)
+    lines += ["### Throughput (images/s, median [IQR])", ""]
+    lines += table(["model", "batch", *variants], [
+        [r["model"], r["batch"], *(spread(r["img_s"][v], 1) if v in r["img_s"] else "-" for v in variants)]
+        for r in result["throughput"]
+    ])
+    lines += ["### 5. Folder pipeline vs bare session (images/s)", ""]
+    lines += table(["model", "batch", "images", *(p := sorted({v for r in result["pipeline"] for v in r["img_s"]}))], [
+        [r["model"], r["batch"], r["images"], *(spread(r["img_s"][v], 1) for v in p)] for r in result["pipeline"]
+    ])
+    peak = result["peak_gflops"]
+    lines += ["### 6. Achieved GFLOP/s against the measured matmul peak", "",
+              f"Peak: float32 matmul {peak['size']}x{peak['size']}, " + ", ".join(
+                  f"{lib} {spread(s, 1)} GFLOP/s" for lib, s in peak["by_library"].items()) +
+              f"; the best median, {peak['best']:.1f} GFLOP/s, is the yardstick (target: >= 0.9 of it).", ""]
+    lines += table(["model", "batch", "variant", "GFLOP/image", "GFLOP/s", "fraction of peak"], [
+        [g["model"], g["batch"], g["variant"], f"{g['gflop_per_image']:.2f}", f"{g['gflops']:.1f}",
+         f"{g['fraction_of_peak']:.2f}"] for g in result["gflops"]
+    ])
+    lines += ["### Where onnxruntime spends the time (profiler, batch 8)", ""]
+    lines += table(["model", "variant", "ms per run", "share of node time by operator"], [
+        [arch, variant, f"{p['ms_per_run']:.1f}", ", ".join(f"{op} {share:.0%}" for op, share in p["shares"].items())]
+        for arch, by_variant in result["profiles"].items() for variant, p in by_variant.items()
+    ])
+    return lines
+
+
+def _variant_order(result: dict[str, Any]):
+    first = list(result["throughput"][0]["img_s"]) if result["throughput"] else []
+    return lambda v: (first.index(v) if v in first else len(first), v)
+
+
+def accuracy_section(result: dict[str, Any]) -> list[str]:
+    """int8 against fp32 image by image, as the quantizer measured it when it wrote the file."""
+    lines = ["### 4. int8 vs fp32 answers", ""]
+    return lines + table(["model", "weights", "compared on", "images", "top-1 agreement", "max |p int8 - p fp32|",
+                          "macro-F1 fp32", "macro-F1 int8", "target"], [
+        [r["model"], "trained" if r["trained"] else "random init (agreement not meaningful)",
+         Path(r.get("folder", "?")).name, r.get("images", "-"), f"{r['top1_agreement']:.4f}",
+         f"{r['max_prob_diff']:.4f}", f"{r['fp32_macro_f1']:.4f}", f"{r['int8_macro_f1']:.4f}",
+         "met (>= 0.99)" if r["top1_agreement"] >= 0.99 else "**missed** (>= 0.99)"]
+        for r in result["int8_accuracy"] if "top1_agreement" in r
+    ])
+
+
+def gpu_section(result: dict[str, Any]) -> list[str]:
+    lines = ["## 7. GPU", ""]
+    if not result["throughput"]:
+        reasons = "; ".join(s["reason"] for s in result["skipped"])
+        return lines + [f"Skipped on this host ({result['generated_at']}): {reasons}. "
+                        "On a CUDA host run `python -m benchmarks run --part gpu`.", ""]
+    lines += header_section(result) + machine_section(result)
+    variants = sorted({v for r in result["throughput"] for v in r["img_s"]})
+    lines += ["Milliseconds per batch (median), with images/s in brackets; host-device copies included.", ""]
+    lines += table(["model", "batch", *variants], [
+        [r["model"], r["batch"], *(f"{1000 * r['batch'] / r['img_s'][v]['median']:.2f} ({r['img_s'][v]['median']:.0f})"
+                                   if v in r["img_s"] else "-" for v in variants)]
+        for r in result["throughput"]
+    ])
+    return lines + [f"- not measured: {s.get('model', '')} {s.get('variant', '')}: {s['reason']}" for s in result["skipped"]] + [""]
+
+
+def plot(results: dict[str, dict[str, Any]], out: Path) -> list[str]:
+    """Images/s against batch size, one panel per model, for each part with throughput rows."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return ["(plot not drawn: matplotlib is not installed)", ""]
+    lines = []
+    for part in PARTS:
+        rows = results.get(part, {}).get("throughput", []) + results.get(part, {}).get("pipeline", [])
+        if not rows:
+            continue
+        archs = sorted({r["model"] for r in rows})
+        fig, axes = plt.subplots(1, len(archs), figsize=(6 * len(archs), 4.5), squeeze=False)
+        for ax, arch in zip(axes[0], archs):
+            series: dict[str, list[tuple[int, float]]] = {}
+            for r in rows:
+                if r["model"] == arch:
+                    for variant, s in r["img_s"].items():
+                        series.setdefault(variant, []).append((r["batch"], s["median"]))
+            for variant, points in series.items():
+                points.sort()
+                ax.plot([b for b, _ in points], [v for _, v in points], marker="o", label=variant)
+            ax.set(xscale="log", yscale="log", xlabel="batch size", ylabel="images/s", title=arch)
+            ax.grid(True, which="both", alpha=0.3)
+            ax.legend(fontsize=7)
+        name = f"throughput-{part}.png"
+        fig.tight_layout()
+        fig.savefig(out / name, dpi=100)
+        plt.close(fig)
+        lines += [f"![images/s against batch size ({part})]({name})", ""]
+    return lines
+
+
+def render(out: Path) -> Path:
+    """Write ``out/RESULTS.md`` (and plots) from whatever parts have results."""
+    results = load(out)
+    if not results:
+        raise FileNotFoundError(f"{out}: no results-*.json; run `python -m benchmarks run` first")
+    lines = ["# Benchmark results", "",
+             "Generated by `python -m benchmarks` from the `results-*.json` files beside this page; "
+             "do not edit by hand. Ratios say more than absolute times on a shared CPU.", ""]
+    lines += plot(results, out)
+    sections = {"cpu": cpu_section, "gpu": gpu_section}
+    for part in PARTS:
+        if part in results:
+            lines += sections[part](results[part])
+    path = out / "RESULTS.md"
+    path.write_text("\n".join(lines).rstrip() + "\n")
+    return path
