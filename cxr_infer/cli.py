@@ -78,6 +78,7 @@ class RunOptions:
     recursive: bool = False
     labels: Path | None = None
     quiet: bool = False
+    dicom_out: Path | None = None
 
 
 @main.command()
@@ -93,14 +94,15 @@ class RunOptions:
 @click.option("--recursive", "-r", is_flag=True, help="Descend into subfolders of folder arguments.")
 @click.option("--labels", type=click.Path(dir_okay=False, exists=True, path_type=Path), help="CSV with columns path,label: report metrics.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress line and no start line.")
-def classify(paths, model_name, explain, explain_class, out, fmt, device, batch_size, threads, recursive, labels, quiet) -> None:
+@click.option("--dicom-out", type=click.Path(file_okay=False, path_type=Path), help="Write a DICOM Secondary Capture and a TID 1500 SR for every DICOM input here.")
+def classify(paths, model_name, explain, explain_class, out, fmt, device, batch_size, threads, recursive, labels, quiet, dicom_out) -> None:
     """Classify PATH... (files, folders, or - for a list of paths on stdin).
 
     Writes OUT/results.csv (one row per input, in input order, as it goes), OUT/heatmaps/ with
     --explain, and OUT/metrics.json when the inputs are labelled (class subfolders or --labels).
     Exit code 0: all inputs read; 1: some failed (see their rows); 2: usage or model error.
     """
-    options = RunOptions(paths, out, explain or explain_class is not None, explain_class, fmt, batch_size, recursive, labels, quiet)
+    options = RunOptions(paths, out, explain or explain_class is not None, explain_class, fmt, batch_size, recursive, labels, quiet, dicom_out)
     classifier = load_classifier(model_name, device, threads)
     with classifier:
         failed = run_classification(classifier, options)
@@ -132,9 +134,9 @@ def run_classification(classifier: Classifier, options: RunOptions) -> int:
     try:
         stream = classifier.stream(
             feed(),
-            explain=options.explain,
+            explain=options.explain or (options.dicom_out is not None and classifier.info.explain),
             explain_class=options.explain_class,
-            annotators=build_annotators(options, names),
+            annotators=build_annotators(options, names, classifier),
             batch_size=options.batch_size,
         )
     except ExplainError as error:
@@ -163,11 +165,16 @@ def run_classification(classifier: Classifier, options: RunOptions) -> int:
     return progress.errors
 
 
-def build_annotators(options: RunOptions, names: "OverlayNames") -> list[Annotator]:
+def build_annotators(options: RunOptions, names: "OverlayNames", classifier: Classifier) -> list[Annotator]:
     """Per-result steps run in worker threads (each returns row fields); add new ones here."""
     annotators: list[Annotator] = []
     if options.explain:
         annotators.append(overlay_annotator(options.out / "heatmaps", names, options.explain_class))
+    if options.dicom_out is not None:
+        from cxr_infer.pacs.identity import ModelIdentity
+        from cxr_infer.pacs.results import dicom_out_annotator
+
+        annotators.append(dicom_out_annotator(options.dicom_out, ModelIdentity.of(classifier)))
     return annotators
 
 
@@ -341,3 +348,8 @@ def plugins() -> None:
         click.echo(json.dumps(describe_plugins(get_plugin_manager()), indent=2))
     except PluginError as error:
         raise UsageFailure(str(error)) from error
+
+
+from cxr_infer.pacs.cli import serve_dicom  # noqa: E402  (the PACS listener, kept in its own package)
+
+main.add_command(serve_dicom)

@@ -1,0 +1,73 @@
+"""``cxr-infer serve-dicom``: the DICOM listener as a command (added to the ``cxr-infer`` group).
+
+pynetdicom, highdicom and the model load inside the command, so ``cxr-infer`` itself starts
+as fast without them.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import click
+
+from cxr_infer.session import DEVICES
+
+
+def _destination(ctx: click.Context, param: click.Parameter, value: str | None):
+    from cxr_infer.pacs.forwarder import Destination
+
+    try:
+        return Destination.parse(value) if value else None
+    except ValueError as error:
+        raise click.BadParameter(str(error)) from error
+
+
+@click.command("serve-dicom")
+@click.option("--aet", required=True, help="AE title this listener answers to.")
+@click.option("--port", required=True, type=click.IntRange(0, 65535), help="TCP port to listen on (0: any free port).")
+@click.option("--host", default="0.0.0.0", show_default=True, help="Address to bind.")
+@click.option("--forward", callback=_destination, metavar="HOST:PORT:AET", help="Send the SC and SR there by C-STORE; without it they stay in SPOOL/results.")
+@click.option("--spool", type=click.Path(file_okay=False, path_type=Path), default=Path("cxr-spool"), show_default=True, help="Work folder; restarting on the same folder resumes unfinished work.")
+@click.option("--model", "model_name", default=None, help="Bundled model name or .onnx path (default: the bundled default).")
+@click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True, help="auto uses CUDA only if the session really gets it.")
+@click.option("--workers", type=click.IntRange(1, 64), default=2, show_default=True, help="Images classified at once.")
+@click.option("--max-associations", type=click.IntRange(1, 1000), default=32, show_default=True, help="Concurrent associations accepted.")
+@click.option("--retry-max", type=click.FloatRange(0.1), default=60.0, show_default=True, help="Longest wait (s) between forwarding attempts; waits double from 1 s.")
+def serve_dicom(
+    aet: str,
+    port: int,
+    host: str,
+    forward,
+    spool: Path,
+    model_name: str | None,
+    device: str,
+    workers: int,
+    max_associations: int,
+    retry_max: float,
+) -> None:
+    """Receive chest radiographs by C-STORE, classify them, send back a Secondary Capture and a
+    TID 1500 Structured Report. Logs are JSON lines on stderr; SIGTERM stops cleanly."""
+    from cxr_infer.cli import load_classifier
+    from cxr_infer.pacs.identity import ModelIdentity
+    from cxr_infer.pacs.listener import Listener, ListenerConfig
+    from cxr_infer.pacs.logs import configure_json_logging, log_event
+    from cxr_infer.pacs.results import dicom_results
+
+    configure_json_logging()
+    classifier = load_classifier(model_name, device, None)
+    model = ModelIdentity.of(classifier)
+    log_event(logging.INFO, "model_loaded", name=model.name, sha256=model.sha256, providers=classifier.providers)
+    config = ListenerConfig(
+        aet=aet,
+        port=port,
+        host=host,
+        spool=spool,
+        forward=forward,
+        workers=workers,
+        max_associations=max_associations,
+        retry_initial=min(1.0, retry_max),
+        retry_max=retry_max,
+    )
+    with classifier:
+        Listener(lambda ds: dicom_results(classifier, ds, model).datasets, config).serve_forever()
