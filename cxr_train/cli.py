@@ -24,6 +24,69 @@ def plugins() -> None:
     click.echo(json.dumps(describe_plugins(get_plugin_manager()), indent=2))
 
 
+# --- fit, evaluate, check-splits (issue 2): heavy imports inside the commands keep --help fast ---
+
+
+@main.command()
+@click.option("--data", required=True, type=click.Path(exists=True, file_okay=False), help="Folder with train/ and val/ class folders.")
+@click.option("--model", required=True, help="Registered architecture (simplecnn, resnet50, or a plugin's).")
+@click.option("--epochs", required=True, type=click.IntRange(min=1), help="Maximum epochs.")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Run folder: best.pt, last.pt, log.jsonl.")
+@click.option("--batch-size", default=32, show_default=True, type=click.IntRange(min=2))
+@click.option("--lr", default=1e-3, show_default=True, type=float, help="Peak learning rate.")
+@click.option("--weight-decay", default=1e-4, show_default=True, type=float)
+@click.option("--optimizer", default="adamw", show_default=True, type=click.Choice(["adamw", "sgd"]))
+@click.option("--schedule", default="cosine", show_default=True, type=click.Choice(["cosine", "onecycle"]))
+@click.option("--augment", multiple=True, metavar="NAME[:k=v,...]", help="Augmentation to apply (repeatable, in order); see `cxr-train augmentations`.")
+@click.option("--balanced-sampling", is_flag=True, help="Class-balanced batches (needs --no-class-weights).")
+@click.option("--class-weights/--no-class-weights", default=True, show_default=True, help="Cross-entropy weighted by inverse class frequency.")
+@click.option("--pretrained", is_flag=True, help="Start from torchvision ImageNet weights (fails clearly when they cannot be had).")
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--patience", default=10, show_default=True, type=int, help="Stop after this many epochs without val macro-F1 gain (0: never).")
+@click.option("--resume", type=click.Path(exists=True, dir_okay=False), help="Continue from a last.pt.")
+@click.option("--limit-per-class", type=click.IntRange(min=1), help="Use at most N images per class and split (quick runs).")
+@click.option("--threads", type=click.IntRange(min=1), help="CPU threads for torch and decoding [default: torch's].")
+@click.option("--image-size", type=click.IntRange(min=8), help="Input size [default: the model's].")
+@click.option("--precision", default="auto", show_default=True, type=click.Choice(["auto", "bf16", "fp32"]), help="auto: bf16 autocast only where the hardware does bf16 natively.")
+def fit(**options) -> None:
+    """Train a model on DATA/train, choosing the best epoch by DATA/val macro-F1."""
+    import shlex
+    import sys
+
+    from cxr_train.fit import FitConfig, fit as run_fit
+
+    options["augment"] = list(options["augment"])
+    best = run_fit(FitConfig(**options), command=shlex.join(["cxr-train", *sys.argv[1:]]))
+    click.echo(str(best))
+
+
+@main.command()
+@click.argument("checkpoint", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--data", "data_dirs", required=True, multiple=True, type=click.Path(exists=True, file_okay=False, path_type=Path), help="Labelled folder (repeatable).")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), help="Write <set>.json and <set>.png confusion matrix per data set here.")
+@click.option("--record", is_flag=True, help="Store the reports in the checkpoint's metrics (keyed by data-set name).")
+@click.option("--threads", type=click.IntRange(min=1), help="CPU threads [default: torch's].")
+def evaluate(checkpoint: Path, data_dirs: tuple[Path, ...], out: Path | None, record: bool, threads: int | None) -> None:
+    """Score CHECKPOINT on each --data folder; prints the tables (stderr) and the JSON reports (stdout)."""
+    import torch
+
+    from cxr_train.evaluate import evaluate_checkpoint
+
+    if threads:
+        torch.set_num_threads(threads)
+    reports = evaluate_checkpoint(checkpoint, list(data_dirs), out=out, record=record, threads=threads or 1)
+    click.echo(json.dumps(reports, indent=2))
+
+
+@main.command()
+def augmentations() -> None:
+    """List registered augmentations with their default parameters as JSON."""
+    from cxr_train.augment import available_augmentations
+
+    specs = available_augmentations()
+    click.echo(json.dumps({name: {"plugin": s.plugin, "params": s.params} for name, s in specs.items()}, indent=2))
+
+
 # --- export and verify (issue 3): heavy imports stay inside the commands so --help stays fast ---
 
 

@@ -1,0 +1,318 @@
+"""The training loop behind ``cxr-train fit``.
+
+Train on ``DATA/train``, choose on ``DATA/val`` (macro-F1), never look at ``test``. Every epoch
+appends one JSON line to ``RUN_DIR/log.jsonl`` and writes ``last.pt`` (resumable); the best epoch
+so far is ``best.pt``. Seeds fix initialization, batch order and augmentation, so the same
+command on the same machine repeats the run.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import random
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from cxr_infer.metrics import classification_metrics
+from cxr_infer.preprocess import PreprocessSpec
+from cxr_train.augment import Augment, build_pipeline
+from cxr_train.checkpoint import Checkpoint
+from cxr_train.data import LabelledSet, discover, load_tensors, split_folders
+from cxr_train.evaluate import dataset_name, predict_probs
+from cxr_train.models import get_model_spec
+
+
+@dataclass
+class FitConfig:
+    """Every option of ``cxr-train fit``; stored in the checkpoint's ``args``."""
+
+    data: str
+    model: str
+    epochs: int
+    out: str
+    batch_size: int = 32
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    optimizer: str = "adamw"
+    schedule: str = "cosine"
+    augment: list[str] = field(default_factory=list)
+    balanced_sampling: bool = False
+    class_weights: bool = True
+    pretrained: bool = False
+    seed: int = 0
+    patience: int = 10
+    resume: str | None = None
+    limit_per_class: int | None = None
+    threads: int | None = None
+    image_size: int | None = None
+    precision: str = "auto"
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def inverse_frequency_weights(counts: list[int]) -> list[float]:
+    """Class weights ``N / (K * n_k)``: inverse frequencies scaled so a balanced set gets all 1."""
+    if min(counts) == 0:
+        raise ValueError(f"a class has no training images (counts {counts}); cannot weight it")
+    total, k = sum(counts), len(counts)
+    return [total / (k * n) for n in counts]
+
+
+def use_bf16(device: torch.device, precision: str) -> bool:
+    """bf16 autocast only where the hardware does bf16 natively.
+
+    On an AVX2-only CPU (this team's machine) autocast to bf16 is emulated and measured 7x
+    *slower* than fp32 for SimpleCNN, so ``auto`` enables it on CUDA and on CPUs with AVX-512
+    BF16 / AMX only.
+    """
+    if precision in ("bf16", "fp32"):
+        return precision == "bf16"
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return torch.backends.cpu.get_cpu_capability() in ("AVX512_BF16", "AMX")
+
+
+class Progress:
+    """A one-line stderr progress bar with running loss and throughput."""
+
+    def __init__(self, total: int, label: str):
+        self.total, self.label, self.start = total, label, time.perf_counter()
+        self.interactive = sys.stderr.isatty()
+
+    def update(self, done: int, loss: float) -> None:
+        rate = done / max(time.perf_counter() - self.start, 1e-9)
+        bar = "#" * int(24 * done / self.total)
+        line = f"{self.label} [{bar:<24}] {done}/{self.total} loss {loss:.4f} {rate:.1f} img/s"
+        if self.interactive:
+            print("\r" + line, end="", file=sys.stderr, flush=True)
+        elif done == self.total:
+            print(line, file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        if self.interactive:
+            print(file=sys.stderr, flush=True)
+
+
+@dataclass
+class Trainer:
+    """Model, optimizer and schedule of one run, plus the state that ``--resume`` restores."""
+
+    config: FitConfig
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    device: torch.device
+    bf16: bool
+    loss_weights: torch.Tensor | None
+    sample_weights: torch.Tensor | None
+    augment: Augment
+    generator: torch.Generator  # batch order (CPU, where the cached tensors live)
+    aug_generator: torch.Generator  # augmentation draws (on the training device)
+    epoch: int = 0
+    best_f1: float = -1.0
+    stale: int = 0
+
+    def batches(self, n: int) -> list[torch.Tensor]:
+        """This epoch's index batches: a seeded permutation, or class-balanced draws with replacement.
+
+        A trailing batch of one image is dropped (BatchNorm cannot train on it).
+        """
+        if self.sample_weights is not None:
+            order = torch.multinomial(self.sample_weights, n, replacement=True, generator=self.generator)
+        else:
+            order = torch.randperm(n, generator=self.generator)
+        chunks = list(order.split(self.config.batch_size))
+        return chunks if len(chunks[-1]) > 1 else chunks[:-1]
+
+    def train_epoch(self, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
+        """One pass over the training tensors; returns (mean loss, images per second)."""
+        self.model.train()
+        progress = Progress(x.shape[0], f"epoch {self.epoch + 1}/{self.config.epochs}")
+        start, seen, total_loss = time.perf_counter(), 0, 0.0
+        for index in self.batches(x.shape[0]):
+            images = self.augment(x[index].to(self.device), self.aug_generator)
+            if self.bf16:
+                images = images.contiguous(memory_format=torch.channels_last)
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+                logits = self.model(images)
+            loss = F.cross_entropy(logits.float(), y[index].to(self.device), weight=self.loss_weights)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+            self.scheduler.step()
+            seen += len(index)
+            total_loss += loss.item() * len(index)
+            progress.update(seen, total_loss / seen)
+        progress.close()
+        return total_loss / max(seen, 1), seen / (time.perf_counter() - start)
+
+    def training_state(self) -> dict[str, Any]:
+        return {
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "generator": self.generator.get_state(),
+            "aug_generator": self.aug_generator.get_state(),
+            "torch_rng": torch.get_rng_state(),
+            "best_f1": self.best_f1,
+            "stale": self.stale,
+        }
+
+    def restore(self, checkpoint: Checkpoint) -> None:
+        state = checkpoint.training
+        if not state:
+            raise ValueError("checkpoint has no training state (resume from last.pt, not best.pt)")
+        self.model.load_state_dict(checkpoint.state_dict)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.generator.set_state(state["generator"])
+        self.aug_generator.set_state(state["aug_generator"])
+        torch.set_rng_state(state["torch_rng"])
+        self.epoch, self.best_f1, self.stale = checkpoint.epoch, state["best_f1"], state["stale"]
+
+
+def make_optimizer(config: FitConfig, model: nn.Module) -> torch.optim.Optimizer:
+    if config.optimizer == "adamw":
+        return torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(model.parameters(), lr=config.lr, momentum=0.9, nesterov=True, weight_decay=config.weight_decay)
+    raise ValueError(f"unknown optimizer {config.optimizer!r} (adamw or sgd)")
+
+
+def make_scheduler(config: FitConfig, optimizer: torch.optim.Optimizer, steps_per_epoch: int) -> torch.optim.lr_scheduler.LRScheduler:
+    """Per-step schedule over the whole run: cosine decay, or one-cycle (warm-up then anneal)."""
+    total = max(1, config.epochs * steps_per_epoch)
+    if config.schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total, eta_min=config.lr * 0.01)
+    if config.schedule == "onecycle":
+        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.lr, total_steps=total, pct_start=0.2)
+    raise ValueError(f"unknown schedule {config.schedule!r} (cosine or onecycle)")
+
+
+def load_splits(config: FitConfig) -> tuple[LabelledSet, LabelledSet]:
+    """The train and val sets of ``config.data`` (val labelled in train's class order)."""
+    splits = split_folders(config.data)
+    missing = {"train", "val"} - set(splits)
+    if missing:
+        raise FileNotFoundError(f"{config.data}: missing split folder(s) {sorted(missing)} (expected train/ and val/)")
+    train = discover(splits["train"])
+    val = discover(splits["val"], classes=train.classes)
+    if config.limit_per_class:
+        train = train.limit_per_class(config.limit_per_class, config.seed)
+        val = val.limit_per_class(config.limit_per_class, config.seed)
+    return train, val
+
+
+def build_trainer(config: FitConfig, train: LabelledSet, weights: list[float], device: torch.device) -> Trainer:
+    """Model, loss weights or sampler, optimizer and schedule for one run."""
+    if config.balanced_sampling and config.class_weights:
+        raise ValueError("--balanced-sampling and class-weighted loss correct the same imbalance twice; "
+                         "add --no-class-weights to sample balanced batches")
+    labels = torch.tensor(train.labels)
+    model = get_model_spec(config.model).factory(len(train.classes), config.pretrained).to(device)
+    bf16 = use_bf16(device, config.precision)
+    if bf16:
+        model = model.to(memory_format=torch.channels_last)
+    optimizer = make_optimizer(config, model)
+    steps = len(train) // config.batch_size + (len(train) % config.batch_size > 1)
+    return Trainer(
+        config=config,
+        model=model,
+        optimizer=optimizer,
+        scheduler=make_scheduler(config, optimizer, steps),
+        device=device,
+        bf16=bf16,
+        loss_weights=torch.tensor(weights, device=device) if config.class_weights else None,
+        sample_weights=torch.tensor(weights)[labels] if config.balanced_sampling else None,
+        augment=build_pipeline(config.augment),
+        generator=torch.Generator().manual_seed(config.seed),
+        aug_generator=torch.Generator(device).manual_seed(config.seed + 1),
+    )
+
+
+def fit(config: FitConfig, command: str = "") -> Path:
+    """Run the training; returns the path of ``best.pt``."""
+    seed_everything(config.seed)
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    model_spec = get_model_spec(config.model)
+    spec = PreprocessSpec(size=config.image_size or model_spec.input_size)
+    out = Path(config.out)
+    out.mkdir(parents=True, exist_ok=True)
+    train, val = load_splits(config)
+    weights = inverse_frequency_weights(train.counts())
+    trainer = build_trainer(config, train, weights, device)
+    print(f"classes {train.classes}, train counts {train.counts()}, val counts {val.counts()}", file=sys.stderr)
+    print(f"class weights (inverse frequency) {[round(w, 4) for w in weights]}"
+          f"{'' if config.class_weights else ' (not used: --no-class-weights)'}", file=sys.stderr)
+    print(f"device {device}, bf16 autocast {trainer.bf16}, threads {torch.get_num_threads()}, "
+          f"image size {spec.size}", file=sys.stderr)
+    x_train, y_train = load_tensors(train, spec, out / "cache", threads=config.threads or 1)
+    x_val, y_val = load_tensors(val, spec, out / "cache", threads=config.threads or 1)
+    if config.resume:
+        trainer.restore(Checkpoint.load(config.resume))
+        print(f"resumed from {config.resume} after epoch {trainer.epoch}", file=sys.stderr)
+
+    def checkpoint(with_state: bool) -> Checkpoint:
+        return Checkpoint(
+            model=config.model,
+            classes=train.classes,
+            state_dict={k: v.detach().cpu().clone() for k, v in trainer.model.state_dict().items()},
+            preprocess=spec,
+            target_layer=model_spec.target_layer,
+            class_weights=weights if config.class_weights else None,
+            trained_on={
+                "datasets": [dataset_name(train.root)],
+                "validation": dataset_name(val.root),
+                "file_list_sha256": train.file_list_sha256(),
+                "counts": dict(zip(train.classes, train.counts())),
+            },
+            metrics={dataset_name(val.root): val_report},
+            args={**asdict(config), "command": command, "device": device_description(device), "bf16": trainer.bf16},
+            epoch=trainer.epoch,
+            training=trainer.training_state() if with_state else {},
+        )
+
+    log = (out / "log.jsonl").open("a")
+    while trainer.epoch < config.epochs and (config.patience <= 0 or trainer.stale < config.patience):
+        started = time.perf_counter()
+        train_loss, rate = trainer.train_epoch(x_train, y_train)
+        val_report = classification_metrics(y_val.numpy(), predict_probs(trainer.model, x_val, device), train.classes)
+        trainer.epoch += 1
+        improved = val_report["macro_f1"] > trainer.best_f1
+        trainer.best_f1, trainer.stale = (val_report["macro_f1"], 0) if improved else (trainer.best_f1, trainer.stale + 1)
+        if improved:
+            checkpoint(with_state=False).save(out / "best.pt")
+        checkpoint(with_state=True).save(out / "last.pt")
+        seconds = time.perf_counter() - started
+        entry = {"epoch": trainer.epoch, "train_loss": train_loss, "lr": trainer.scheduler.get_last_lr()[0],
+                 "img_per_s": rate, "seconds": seconds, "best": improved, "val": val_report}
+        log.write(json.dumps(entry) + "\n")
+        log.flush()
+        recall = {c: round(v["recall"], 3) for c, v in val_report["per_class"].items()}
+        print(f"epoch {trainer.epoch}: loss {train_loss:.4f}, val macro-F1 {val_report['macro_f1']:.4f} "
+              f"recall {recall}, {rate:.1f} img/s, {seconds:.0f} s{' *best*' if improved else ''}", file=sys.stderr)
+    log.close()
+    if trainer.stale >= config.patience > 0:
+        print(f"early stop: no val macro-F1 gain for {config.patience} epochs", file=sys.stderr)
+    return out / "best.pt"
+
+
+def device_description(device: torch.device) -> str:
+    """Hardware line for model cards: GPU name, or CPU model and thread count."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"CPU {platform.processor() or platform.machine()} ({torch.get_num_threads()} threads, {torch.backends.cpu.get_cpu_capability()})"
