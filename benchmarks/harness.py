@@ -49,7 +49,7 @@ class Config:
     @classmethod
     def tiny(cls, work: Path) -> "Config":
         """Seconds, not minutes: one small random model, two batch sizes, few repeats."""
-        return cls(models=("simplecnn",), batches=(1, 2), repeats=2, images_per_block=2, size=64,
+        return cls(models=("simplecnn",), batches=(1, 2), repeats=2, images_per_block=2, threads=1, size=64,
                    folder_images=4, calibration_images=3, compare_images=3, peak_size=256, use_runs=False,
                    gpu_batches=(1, 2), work=work)
 

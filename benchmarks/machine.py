@@ -67,7 +67,10 @@ def versions() -> dict[str, str]:
 
 def installed(module: str) -> bool:
     """Whether a module can be imported, without importing it (torch takes seconds to import)."""
-    return importlib.util.find_spec(module) is not None
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):  # an import hook refused it, or it is a broken stub
+        return False
 
 
 def load_average() -> list[float]:
