@@ -292,8 +292,16 @@ def test_train_plugins_command_prints_json(plugin) -> None:
     assert rows["cxr_train.augment"]["hooks"] == ["register_augmentations"]
 
 
-def test_loading_installed_plugins_keeps_inference_torch_free() -> None:
-    """Plugins of group ``cxr`` load in cxr-infer too, so none may import torch at import time."""
-    code = "import sys; from cxr_infer.plugins import get_plugin_manager; get_plugin_manager(); print('torch' in sys.modules)"
+EXAMPLE_PLUGINS = {"clahe", "densenet", "fhir"}
+
+
+def test_example_plugins_load_in_cxr_infer_without_the_training_stack() -> None:
+    """Plugins of group ``cxr`` load in cxr-infer too, so none may import torch or cxr_train at import time."""
+    code = (
+        "import json, sys; from cxr_infer.plugins import get_plugin_manager; pm = get_plugin_manager(); "
+        "print(json.dumps([sorted(n for n, _ in pm.list_name_plugin()), sorted({m.split('.')[0] for m in sys.modules})]))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "False"
+    loaded, modules = json.loads(out.stdout)
+    assert EXAMPLE_PLUGINS <= set(loaded), "install the examples: pip install -e plugins/cxr-clahe -e plugins/cxr-densenet -e plugins/cxr-fhir"
+    assert not {"torch", "torchvision", "cxr_train"} & set(modules)

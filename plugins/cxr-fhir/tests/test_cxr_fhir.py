@@ -1,0 +1,85 @@
+"""The installed ``cxr-fhir`` plugin: its writer and post-processor, alone and inside ``cxr-infer``."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from urllib.parse import urlparse
+from urllib.request import url2pathname
+
+from click.testing import CliRunner
+
+from cxr_fhir import CONCEPTS
+from cxr_infer.cli import main as infer_main
+from cxr_infer.plugins import describe_plugins, get_plugin_manager, process_result
+from cxr_infer.results import columns
+from cxr_infer.writers import available_writers
+
+CLASSES = ("covid", "normal", "pneumonia")
+
+
+def resources(path: Path, kind: str) -> list[dict]:
+    bundle = json.loads(path.read_text())
+    assert bundle["resourceType"] == "Bundle" and bundle["type"] == "collection"
+    return [entry["resource"] for entry in bundle["entry"] if entry["resource"]["resourceType"] == kind]
+
+
+def test_installed_and_listed() -> None:
+    writer = available_writers()["fhir"]
+    assert (writer.plugin, writer.extension) == ("fhir", ".fhir.json")
+    row = next(row for row in describe_plugins(get_plugin_manager()) if row["name"] == "fhir")
+    assert row["package"] == "cxr-fhir" and row["hooks"] == ["process_result", "register_writers"]
+
+
+def test_process_result_adds_the_snomed_code() -> None:
+    rows = [{"path": "a.png", "label": "pneumonia", "error": ""}, {"path": "b.png", "label": "", "error": "empty file"}]
+    for row in rows:
+        process_result(get_plugin_manager(), row)
+    assert [row["snomed"] for row in rows] == ["233604007", ""]
+
+
+def test_bundle_links_each_report_to_its_observation(tmp_path: Path) -> None:
+    writer = available_writers()["fhir"].factory(tmp_path / "r.fhir.json", columns(CLASSES, labelled=False))
+    probabilities = {"prob_covid": 0.7, "prob_normal": 0.1, "prob_pneumonia": 0.2}
+    writer.write({"path": "a.png", "label": "covid", **probabilities, "heatmap": str(tmp_path / "a.png"), "error": ""})
+    writer.write({"path": "b.png", "label": "", "prob_covid": "", "prob_normal": "", "prob_pneumonia": "", "heatmap": "", "error": "empty file"})
+    writer.close()
+    observations = resources(tmp_path / "r.fhir.json", "Observation")
+    reports = resources(tmp_path / "r.fhir.json", "DiagnosticReport")
+    assert [r["status"] for r in reports] == ["preliminary", "cancelled"] and len(observations) == 1
+    assert reports[0]["result"] == [{"reference": f"urn:uuid:{observations[0]['id']}"}]
+    assert reports[0]["conclusionCode"][0]["coding"][0]["code"] == CONCEPTS["covid"][0]
+    assert reports[0]["presentedForm"][0]["url"] == (tmp_path / "a.png").as_uri()
+    assert [c["valueQuantity"]["value"] for c in observations[0]["component"]] == [0.7, 0.1, 0.2]
+    assert "empty file" in reports[1]["conclusion"] and "result" not in reports[1]
+
+
+def test_cxr_infer_writes_one_report_per_input(tiny_model_path: Path, dozen_images: Path, tmp_path: Path) -> None:
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"not a png")
+    out = tmp_path / "out"
+    args = [str(dozen_images), str(broken), "--model", str(tiny_model_path), "--out", str(out), "--quiet", "--batch-size", "5"]
+    result = CliRunner().invoke(infer_main, [*args, "--format", "fhir", "--explain"])
+    assert result.exit_code == 1, result.output  # one input failed, and has its row
+    reports = resources(out / "results.fhir.json", "DiagnosticReport")
+    assert [r["identifier"][0]["value"] for r in reports][-1] == str(broken)
+    assert [r["status"] for r in reports] == ["preliminary"] * 12 + ["cancelled"]
+    assert all(Path(url2pathname(urlparse(r["presentedForm"][0]["url"]).path)).is_file() for r in reports[:12])
+    assert len(resources(out / "results.fhir.json", "Observation")) == 12
+
+
+def test_snomed_reaches_the_csv_writer_too(tiny_model_path: Path, dozen_images: Path, tmp_path: Path) -> None:
+    result = CliRunner().invoke(infer_main, [str(dozen_images), "--model", str(tiny_model_path), "--out", str(tmp_path), "--quiet"])
+    assert result.exit_code == 0, result.output
+    with open(tmp_path / "results.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == 12
+    assert all(json.loads(row["extra"])["snomed"] == CONCEPTS[row["label"]][0] for row in rows)
+
+
+def test_allow_list_excludes_it(allow_only, tiny_model_path: Path, dozen_images: Path, tmp_path: Path) -> None:
+    allow_only("clahe,densenet")
+    assert "fhir" not in available_writers()
+    result = CliRunner().invoke(infer_main, [str(dozen_images), "--model", str(tiny_model_path), "--out", str(tmp_path), "--format", "fhir"])
+    assert result.exit_code == 2 and "unknown --format 'fhir'" in result.output
