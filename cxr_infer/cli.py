@@ -275,7 +275,13 @@ def _inputs(classifier: Classifier, options: RunOptions) -> Iterator[Input]:
     except ValueError as error:
         raise UsageFailure(str(error)) from error
     return discover(
-        options.paths, extensions=extensions, classes=classifier.classes, recursive=options.recursive, labels=labels, stdin=sys.stdin
+        options.paths,
+        extensions=extensions,
+        classes=classifier.classes,
+        recursive=options.recursive,
+        labels=labels,
+        stdin=sys.stdin,
+        skip=(options.out, options.dicom_out),
     )
 
 

@@ -53,19 +53,22 @@ def discover(
     recursive: bool = False,
     labels: Mapping[str, str] | None = None,
     stdin: TextIO | None = None,
+    skip: Iterable[Path | None] = (),
 ) -> Iterator[Input]:
     """Yield the inputs named by the arguments, lazily and in a stable (sorted) order.
 
     Folders give their files with a known image extension or none (DICOM exports often have
     none); subfolders only with ``recursive``, except the class subfolders of a labelled folder.
-    A path that does not exist is still yielded, so it gets its error row.
+    A path that does not exist is still yielded, so it gets its error row. Folders in ``skip``
+    (the output folders) are never entered, so a run never classifies what it is writing.
     """
+    skipped = {_key(folder) for folder in skip if folder is not None}
     for argument in arguments:
         if argument == "-" and stdin is not None:
             paths = (line.strip() for line in stdin)
             found = (Input(p, _safe_name(PurePath(p))) for p in paths if p)
         elif Path(argument).is_dir():
-            found = _folder(Path(argument), extensions, classes, recursive)
+            found = _folder(Path(argument), extensions, classes, recursive, skipped)
         else:
             found = iter([Input(argument, PurePath(Path(argument).name or "input"))])
         for item in found:
@@ -73,25 +76,25 @@ def discover(
             yield Input(item.path, item.name, label)
 
 
-def _folder(root: Path, extensions: Collection[str], classes: Collection[str], recursive: bool) -> Iterator[Input]:
+def _folder(root: Path, extensions: Collection[str], classes: Collection[str], recursive: bool, skipped: Collection[str]) -> Iterator[Input]:
     labelled = is_labelled_folder(root, classes)
     base = PurePath(root.resolve().name or "root")
-    for path in _walk(root, extensions, recursive, descend=set(classes) if labelled else set()):
+    for path in _walk(root, extensions, recursive, set(classes) if labelled else set(), skipped):
         relative = path.relative_to(root)
         label = relative.parts[0] if labelled and len(relative.parts) > 1 else None
         yield Input(str(path), base / relative, label)
 
 
-def _walk(folder: Path, extensions: Collection[str], recursive: bool, descend: Collection[str]) -> Iterator[Path]:
-    """Files first, then subfolders, each sorted by name; hidden entries skipped."""
+def _walk(folder: Path, extensions: Collection[str], recursive: bool, descend: Collection[str], skipped: Collection[str]) -> Iterator[Path]:
+    """Files first, then subfolders, each sorted by name; hidden entries and ``skipped`` folders left out."""
     with os.scandir(folder) as scan:
         entries = sorted((e for e in scan if not e.name.startswith(".")), key=lambda e: e.name)
     for entry in entries:
         if entry.is_file() and _wanted(entry.name, extensions):
             yield Path(entry.path)
     for entry in entries:
-        if entry.is_dir() and (recursive or entry.name in descend):
-            yield from _walk(Path(entry.path), extensions, recursive, ())
+        if entry.is_dir() and (recursive or entry.name in descend) and _key(Path(entry.path)) not in skipped:
+            yield from _walk(Path(entry.path), extensions, recursive, (), skipped)
 
 
 def _wanted(name: str, extensions: Collection[str]) -> bool:

@@ -167,3 +167,13 @@ def test_bundled_default_model_info_and_models(bundle, tmp_path, tiny_model_path
 def test_plugins_lists_builtins_as_json():
     names = {row["name"] for row in json.loads(run("plugins").output)}
     assert {"cxr_infer.readers", "cxr_infer.writers"} <= names
+
+
+def test_output_inside_the_input_folder_is_never_classified(tmp_path, tiny_model_path):
+    folder = tmp_path / "films"
+    folder.mkdir()
+    (folder / "one.jpeg").symlink_to(ORIGINALS[12])
+    for _ in range(2):  # the second run finds the first run's overlays in its folder tree
+        result = run(folder, "-r", "--model", tiny_model_path, "--explain", "--out", folder / "results", "-q")
+        assert result.exit_code == 0, result.output
+        assert len(read_rows(folder / "results" / "results.csv")) == 1
