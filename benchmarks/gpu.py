@@ -8,6 +8,7 @@ user calling ``session.run`` with numpy arrays gets them.
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Any
 
@@ -76,6 +77,8 @@ def sessions(model: ModelFiles, size: int, max_batch: int, work: Path) -> tuple[
 
 
 def run(config: Any, models: list[ModelFiles]) -> dict[str, Any]:
+    with contextlib.suppress(Exception):  # a library still missing shows when the sessions open
+        ort.preload_dlls()  # CUDA/cuDNN from the nvidia-* wheels (torch's) where no system CUDA exists
     records, skipped = [], []
     labelled = Labelled.discover(EXTERNAL).take(max(config.gpu_batches))
     max_batch = max(config.gpu_batches)

@@ -16,7 +16,7 @@ from typing import Any
 
 from benchmarks import machine
 from benchmarks.inputs import DATA, EXTERNAL
-from benchmarks.models import ROOT, Int8Plan, ModelFiles, exported_from, from_files, prepare
+from benchmarks.models import ROOT, Int8Plan, ModelFiles, exported_from, from_files, prepare, shown
 
 PARTS = ("cpu", "gpu")
 CALIBRATION = DATA / "cxr3-internal" / "train"
@@ -70,7 +70,7 @@ def select_models(config: Config, int8: bool) -> list[ModelFiles]:
 def describe_models(models: list[ModelFiles]) -> dict[str, Any]:
     return {
         m.arch: {"source": m.source, "trained": m.trained,
-                 "files": {k: str(v) for k, v in (("explain", m.explain), ("plain", m.plain), ("int8", m.int8)) if v}}
+                 "files": {k: shown(v) for k, v in (("explain", m.explain), ("plain", m.plain), ("int8", m.int8)) if v}}
         for m in models
     }
 

@@ -44,6 +44,12 @@ class ModelFiles:
         return found
 
 
+def shown(path: Path) -> str:
+    """A path as results print it: relative to the checkout when inside it."""
+    path = Path(path).resolve()
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
+
+
 def read_info(path: Path) -> ModelInfo:
     """The ``cxr.*`` metadata of an ONNX file, validated by the inference side's contract."""
     options = ort.SessionOptions()
@@ -52,7 +58,7 @@ def read_info(path: Path) -> ModelInfo:
     return ModelInfo.from_metadata(session.get_modelmeta().custom_metadata_map, path)
 
 
-def from_files(paths: list[Path], checkpoints: list[Path] = (), source: str = "given files") -> list[ModelFiles]:
+def from_files(paths: list[Path], checkpoints: list[Path] = ()) -> list[ModelFiles]:
     """Group ONNX files by the architecture their metadata names, each file's role told by its
     metadata (int8, explain, plain); a checkpoint joins the group of its architecture."""
     found: dict[str, dict[str, Path]] = {}
@@ -67,7 +73,7 @@ def from_files(paths: list[Path], checkpoints: list[Path] = (), source: str = "g
         by_arch = {Checkpoint.load(path).model: path for path in checkpoints}
     return [
         ModelFiles(arch, kinds.get("explain"), kinds.get("plain"), kinds.get("int8"), by_arch.get(arch),
-                   trained=_trained(kinds), source=source)
+                   trained=_trained(kinds), source=", ".join(shown(p) for p in kinds.values()))
         for arch, kinds in found.items()
     ]
 
@@ -80,7 +86,7 @@ def _trained(kinds: dict[str, Path]) -> bool:
 
 def shipped(arch: str, folder: Path = EXPORTED) -> ModelFiles:
     """The shipped files of ``arch`` in ``exported/`` (empty when none ships)."""
-    groups = [m for m in from_files(sorted(folder.glob("*.onnx")), source=f"{folder.name}/ (shipped)") if m.arch == arch]
+    groups = [m for m in from_files(sorted(folder.glob("*.onnx"))) if m.arch == arch]
     return groups[0] if groups else ModelFiles(arch, None, source=f"nothing shipped in {folder.name}/")
 
 
@@ -141,9 +147,8 @@ def exported_from(checkpoint: Path, work: Path, int8_plan: Int8Plan | None) -> M
         plan = int8_plan
         quantize_int8(explain, int8, plan.calibration, plan.compare, plan.calibration_images, plan.compare_images)
     datasets = loaded.trained_on.get("datasets") or []
-    source = str(checkpoint.relative_to(ROOT)) if checkpoint.is_relative_to(ROOT) else str(checkpoint)
     return ModelFiles(loaded.model, explain, plain, int8 if int8.exists() else None, checkpoint,
-                      trained=bool(datasets) and "random-init" not in datasets, source=source)
+                      trained=bool(datasets) and "random-init" not in datasets, source=shown(checkpoint))
 
 
 def prepare(arch: str, size: int, work: Path, int8_plan: Int8Plan | None, use_runs: bool = True) -> ModelFiles:

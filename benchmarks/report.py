@@ -150,23 +150,32 @@ def plot(results: dict[str, dict[str, Any]], out: Path) -> list[str]:
         import matplotlib.pyplot as plt
     except ImportError:
         return ["(plot not drawn: matplotlib is not installed)", ""]
+    from matplotlib.ticker import LogLocator, NullFormatter, ScalarFormatter
+
     lines = []
     for part in PARTS:
-        rows = results.get(part, {}).get("throughput", []) + results.get(part, {}).get("pipeline", [])
-        if not rows:
+        result = results.get(part, {})
+        groups = [("-", result.get("throughput", [])), ("--", result.get("pipeline", []))]  # dashed: measurement 5
+        archs = sorted({r["model"] for _, rows in groups for r in rows})
+        if not archs:
             continue
-        archs = sorted({r["model"] for r in rows})
-        fig, axes = plt.subplots(1, len(archs), figsize=(6 * len(archs), 4.5), squeeze=False)
+        fig, axes = plt.subplots(1, len(archs), figsize=(6.5 * len(archs), 4.8), squeeze=False)
         for ax, arch in zip(axes[0], archs):
-            series: dict[str, list[tuple[int, float]]] = {}
-            for r in rows:
-                if r["model"] == arch:
+            for style, rows in groups:
+                series: dict[str, list[tuple[int, float]]] = {}
+                for r in (r for r in rows if r["model"] == arch):
                     for variant, s in r["img_s"].items():
                         series.setdefault(variant, []).append((r["batch"], s["median"]))
-            for variant, points in series.items():
-                points.sort()
-                ax.plot([b for b, _ in points], [v for _, v in points], marker="o", label=variant)
-            ax.set(xscale="log", yscale="log", xlabel="batch size", ylabel="images/s", title=arch)
+                for variant, points in series.items():
+                    points.sort()
+                    ax.plot([b for b, _ in points], [v for _, v in points], style, marker="o", label=variant)
+            batches = sorted({r["batch"] for _, rows in groups for r in rows})
+            ax.set(xscale="log", yscale="log", xlabel="batch size", ylabel="images/s (median)", title=f"{arch} ({part})")
+            ax.set_xticks(batches)
+            ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+            for axis in (ax.xaxis, ax.yaxis):
+                axis.set_major_formatter(ScalarFormatter())
+                axis.set_minor_formatter(NullFormatter())
             ax.grid(True, which="both", alpha=0.3)
             ax.legend(fontsize=7)
         name = f"throughput-{part}.png"
