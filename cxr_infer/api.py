@@ -7,10 +7,9 @@ line and an embedding application get the same rows from the same code.
 from __future__ import annotations
 
 import os
-import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Union
 
@@ -45,7 +44,7 @@ class Prediction:
     source: str
     label: str | None
     probabilities: dict[str, float]
-    heatmap: np.ndarray | None = None
+    heatmap: np.ndarray | None = field(default=None, compare=False)
     error: str | None = None
 
 
@@ -75,7 +74,6 @@ class Classifier:
         self.info = info
         self._readers = available_readers()
         self._pool = ThreadPoolExecutor(max_workers=threads or min(8, os.cpu_count() or 1), thread_name_prefix="cxr-decode")
-        self._closed = threading.Event()
 
     @classmethod
     def load(cls, name_or_path: str | Path | None = None, device: str = "auto", threads: int | None = None) -> "Classifier":
