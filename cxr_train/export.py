@@ -25,6 +25,7 @@ from typing import Any, Callable
 import onnx
 import torch
 from torch import nn
+from torch.nn import functional as F
 from torch.fx.experimental.proxy_tensor import make_fx
 
 from cxr_infer import __version__
@@ -65,12 +66,48 @@ def _adaptive_avg_pool2d_backward(grad_output: torch.Tensor, self: torch.Tensor)
     return torch.einsum("ih,ncij,jw->nchw", rows, grad_output, cols)
 
 
+def _convolution_backward(
+    grad_output: torch.Tensor,
+    input: torch.Tensor,
+    weight: torch.Tensor,
+    bias_sizes: Any,
+    stride: list[int],
+    padding: list[int],
+    dilation: list[int],
+    transposed: bool,
+    output_padding: list[int],
+    groups: int,
+    output_mask: list[bool],
+) -> tuple[torch.Tensor | None, None, None]:
+    """The input gradient of a convolution is the transposed convolution of the output gradient.
+
+    Only that gradient is ever asked for (weights are constants of the explain graph); PyTorch
+    has no decomposition of this op, and a plugin's head may well contain a convolution.
+    """
+    if transposed or output_mask[1] or output_mask[2]:
+        raise NotImplementedError(
+            "in-graph Grad-CAM differentiates ordinary convolutions with respect to their input only "
+            f"(transposed={transposed}, weight/bias gradient requested={output_mask[1:]})"
+        )
+    if not output_mask[0]:
+        return None, None, None
+    spatial = weight.dim() - 2
+    transpose = (F.conv_transpose1d, F.conv_transpose2d, F.conv_transpose3d)[spatial - 1]
+    reach = [
+        (size - 1) * s - 2 * p + d * (k - 1) + 1
+        for size, s, p, d, k in zip(grad_output.shape[2:], stride, padding, dilation, weight.shape[2:])
+    ]
+    extra = [int(size) - int(r) for size, r in zip(input.shape[2:], reach)]  # rows the forward stride skipped
+    return transpose(grad_output, weight, None, stride, padding, extra, groups, dilation), None, None
+
+
 def backward_decompositions() -> dict[Any, Callable]:
     """Decompositions of the backward aten ops only: forward ops stay whole (fused Conv/BN in ONNX)."""
     from torch._decomp import decomposition_table
 
     table = {op: fn for op, fn in decomposition_table.items() if "backward" in str(op)}
     table[torch.ops.aten._adaptive_avg_pool2d_backward.default] = _adaptive_avg_pool2d_backward
+    table[torch.ops.aten.convolution_backward.default] = _convolution_backward
     return table
 
 

@@ -1,0 +1,134 @@
+"""ONNX export: parity with eager PyTorch (logits and hook-based Grad-CAM) for the built-in models
+and a model that only a plugin registers, dynamic batch, single file, complete metadata."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from torch import nn
+
+from cxr_infer.contract import ALL_KEYS, ALL_OUTPUTS, CLASSIFY_OUTPUTS, INPUT, ModelInfo
+from cxr_train.data import discover, load_tensors
+from cxr_train.export import export_onnx, read_info
+from cxr_train.hookspecs import hookimpl
+from cxr_train.plugins import get_plugin_manager
+from cxr_train.verify import compare, open_session
+
+DATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
+SIZE = 64
+TEST_MODEL = "test-silu-maxpool-head"
+
+
+class SiluMaxPoolNet(nn.Module):
+    """A head unlike both built-ins (1x1 conv, SiLU, max pooling, flatten, linear), so its
+    gradient needs backward ops that only the generic route handles. Input size 64 only."""
+
+    def __init__(self, num_classes: int):
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(1, 8, 3, stride=2, padding=1), nn.BatchNorm2d(8), nn.SiLU(),
+            nn.Conv2d(8, 16, 3, stride=2, padding=1), nn.BatchNorm2d(16), nn.SiLU(),
+        )
+        self.head = nn.Sequential(nn.Conv2d(16, 8, 1), nn.SiLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(8 * 8 * 8, num_classes))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+
+class ExtraModelPlugin:
+    @hookimpl
+    def register_models(self, register):
+        register(TEST_MODEL, lambda num_classes, pretrained: SiluMaxPoolNet(num_classes), target_layer="features", input_size=SIZE)
+
+
+@pytest.fixture(scope="module")
+def test_model_plugin():
+    pm = get_plugin_manager()
+    plugin = ExtraModelPlugin()
+    pm.register(plugin, name="test-export-model")
+    try:
+        yield TEST_MODEL
+    finally:
+        pm.unregister(plugin)
+
+
+@pytest.fixture(scope="module")
+def real_images() -> np.ndarray:
+    """Six real radiographs (two per class of the internal val split), preprocessed at 64 px."""
+    from cxr_infer.preprocess import PreprocessSpec
+
+    dataset = discover(DATA / "cxr3-internal" / "val").limit_per_class(2, seed=0)
+    images, _ = load_tensors(dataset, PreprocessSpec(size=SIZE))
+    return images.numpy()
+
+
+@pytest.fixture(scope="module", params=["simplecnn", "resnet50", "plugin"])
+def exported(request, make_checkpoint, tmp_path_factory, test_model_plugin):
+    """Each model exported once with explain outputs: (checkpoint, ExportResult, session, network)."""
+    name = test_model_plugin if request.param == "plugin" else request.param
+    checkpoint = make_checkpoint(name, size=SIZE, seed=1)
+    result = export_onnx(checkpoint, tmp_path_factory.mktemp(request.param) / "model.onnx")
+    print(f"export {name}: {result.seconds:.1f} s, {result.size_bytes / 1e6:.1f} MB")
+    session, _info = open_session(result.path)
+    return checkpoint, result, session, checkpoint.build()
+
+
+@pytest.mark.parametrize("batch", [1, 5])
+def test_ort_matches_eager_logits_and_gradcam(exported, real_images, batch):
+    checkpoint, _result, session, network = exported
+    report = compare(session, network, checkpoint.target_layer, real_images[:batch], batch=batch)
+    assert report["images"] == batch
+    assert report["logits_rel"] <= 1e-4
+    assert report["probs"] <= 1e-4
+    assert len(report["gradcam_per_class"]) == len(checkpoint.classes)
+    assert report["gradcam"] <= 1e-3
+
+
+def test_file_is_single_checked_and_batch_dynamic(exported):
+    result = exported[1]
+    assert sorted(p.name for p in result.path.parent.iterdir()) == ["model.onnx"]
+    model = onnx.load(str(result.path))
+    onnx.checker.check_model(model, full_check=True)
+    assert not any(t.data_location == onnx.TensorProto.EXTERNAL for t in model.graph.initializer)
+    assert [i.name for i in model.graph.input] == [INPUT]
+    assert [o.name for o in model.graph.output] == list(ALL_OUTPUTS)
+    batch_dim = model.graph.input[0].type.tensor_type.shape.dim[0]
+    assert batch_dim.dim_param and not batch_dim.dim_value
+    assert result.info.opset == next(o.version for o in model.opset_import if o.domain == "")
+
+
+def test_metadata_round_trips_and_is_complete(exported):
+    checkpoint, result = exported[:2]
+    model = onnx.load(str(result.path))
+    props = {p.key: p.value for p in model.metadata_props}
+    assert set(ALL_KEYS) <= set(props)
+    info = read_info(result.path)
+    assert info == result.info == ModelInfo.from_metadata(info.to_metadata(), "again")
+    assert list(info.classes) == checkpoint.classes
+    assert info.preprocess == checkpoint.preprocess
+    assert info.model == checkpoint.model and info.target_layer == checkpoint.target_layer
+    assert info.trained_on == checkpoint.trained_on and info.metrics == checkpoint.metrics
+    assert info.explain and info.quantized is None and info.exported_at
+
+
+def test_plain_model_says_it_cannot_explain(tiny_plain_model_path, tiny_checkpoint_path, real_images):
+    from cxr_train.checkpoint import Checkpoint
+
+    session, info = open_session(tiny_plain_model_path)
+    assert not info.explain and info.outputs == CLASSIFY_OUTPUTS
+    assert [o.name for o in session.get_outputs()] == list(CLASSIFY_OUTPUTS)
+    checkpoint = Checkpoint.load(tiny_checkpoint_path)
+    report = compare(session, checkpoint.build(), checkpoint.target_layer, real_images)
+    assert report["logits_rel"] <= 1e-4 and "gradcam" not in report
+
+
+def test_unknown_target_layer_is_named(make_checkpoint, tmp_path):
+    checkpoint = make_checkpoint("simplecnn", size=SIZE)
+    checkpoint.target_layer = "features.9"
+    with pytest.raises(KeyError, match="features.9"):
+        export_onnx(checkpoint, tmp_path / "x.onnx")
+    assert not list(tmp_path.iterdir())
