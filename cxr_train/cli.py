@@ -87,6 +87,27 @@ def augmentations() -> None:
     click.echo(json.dumps({name: {"plugin": s.plugin, "params": s.params} for name, s in specs.items()}, indent=2))
 
 
+@main.command("check-splits")
+@click.argument("folder", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--max-hamming", default=8, show_default=True, type=int, help="Near: 16x16 average-hash distance (of 256 bits) at most this.")
+@click.option("--min-corr", default=0.975, show_default=True, type=float, help="Near: 32x32 thumbnail correlation at least this.")
+def check_splits(folder: Path, max_hamming: int, min_corr: float) -> None:
+    """Find identical and near-identical images across FOLDER's train/val/test splits.
+
+    Prints one line per pair; exits 1 when any pair is found, 0 otherwise. A folder without
+    split folders is checked for duplicates within itself.
+    """
+    from cxr_train.splits import find_pairs, fingerprint
+
+    prints = fingerprint(folder)
+    pairs = find_pairs(prints, max_hamming, min_corr)
+    for pair in pairs:
+        click.echo(f"{pair.kind}\t{pair.a}\t{pair.b}\thamming={pair.hamming}\tcorr={pair.correlation:.4f}")
+    click.echo(f"{len(prints.paths)} images, {len(pairs)} duplicate pair(s)", err=True)
+    if pairs:
+        raise SystemExit(1)
+
+
 # --- export and verify (issue 3): heavy imports stay inside the commands so --help stays fast ---
 
 

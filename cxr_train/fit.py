@@ -88,9 +88,10 @@ def use_bf16(device: torch.device, precision: str) -> bool:
 class Progress:
     """A one-line stderr progress bar with running loss and throughput."""
 
-    def __init__(self, total: int, label: str):
+    def __init__(self, total: int, label: str, log_every: float = 0.1):
         self.total, self.label, self.start = total, label, time.perf_counter()
         self.interactive = sys.stderr.isatty()
+        self.log_every, self.next_log = log_every, log_every  # non-tty (log file): a line per 10 %
 
     def update(self, done: int, loss: float) -> None:
         rate = done / max(time.perf_counter() - self.start, 1e-9)
@@ -98,8 +99,9 @@ class Progress:
         line = f"{self.label} [{bar:<24}] {done}/{self.total} loss {loss:.4f} {rate:.1f} img/s"
         if self.interactive:
             print("\r" + line, end="", file=sys.stderr, flush=True)
-        elif done == self.total:
+        elif done >= self.next_log * self.total:
             print(line, file=sys.stderr, flush=True)
+            self.next_log = done / self.total + self.log_every
 
     def close(self) -> None:
         if self.interactive:

@@ -81,3 +81,14 @@ def tiny_plain_model_path(tiny_checkpoint_path, tmp_path_factory) -> Path:
 
     out = tmp_path_factory.mktemp("tiny_plain_model") / "tiny-plain.onnx"
     return export_onnx(Checkpoint.load(tiny_checkpoint_path), out, explain=False, name="tiny-plain").path
+
+
+SHARED_DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """The real radiographs (``../shared/data`` next to the repository; see its README)."""
+    if not SHARED_DATA.is_dir():
+        pytest.fail(f"real data missing at {SHARED_DATA.resolve()}")
+    return SHARED_DATA
