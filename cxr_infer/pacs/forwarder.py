@@ -109,6 +109,7 @@ class Forwarder:
                 assoc.release()
 
     def _send_one(self, assoc, path: Path) -> bool:
+        version = path.stat().st_ino  # a result made again while this one is sent gets a new inode
         ds = pydicom.dcmread(path)
         status = assoc.send_c_store(ds)
         code = status.get("Status") if status else None
@@ -118,7 +119,7 @@ class Forwarder:
         if code not in STORED_STATUSES:
             log_event(logging.ERROR, "forward_refused", status=f"0x{code:04X}", **fields)
             return False
-        path.unlink(missing_ok=True)
+        self.spool.retire_result(path, version)
         self.stored += 1
         log_event(logging.INFO, "forwarded", modality=ds.get("Modality", ""), status=f"0x{code:04X}", **fields)
         return True

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -33,6 +34,7 @@ class Spool:
         self.incoming_dir = self.root / "incoming"
         self.results_dir = self.root / "results"
         self.failed_dir = self.root / "failed"
+        self._results_lock = threading.Lock()  # a result replaced while being forwarded is not retired
 
     def open(self) -> "Spool":
         """Create the folders and drop partial writes left by a crash."""
@@ -59,9 +61,18 @@ class Spool:
         In that order: a crash in between leaves the input, which is classified again and
         yields the same UIDs, so the result files are overwritten, not duplicated.
         """
-        paths = [write_dataset(self.results_dir / f"{ds.SOPInstanceUID}.dcm", ds) for ds in results]
+        with self._results_lock:
+            paths = [write_dataset(self.results_dir / f"{ds.SOPInstanceUID}.dcm", ds) for ds in results]
         source.unlink(missing_ok=True)
         return paths
+
+    def retire_result(self, path: Path, version: int) -> bool:
+        """Delete a forwarded result unless a newer version (another inode) replaced it meanwhile."""
+        with self._results_lock:
+            if path.stat().st_ino != version:
+                return False
+            path.unlink()
+            return True
 
     def fail(self, source: Path, reason: str) -> Path:
         """Move an input that cannot be classified aside, with the reason next to it."""

@@ -12,9 +12,10 @@ from pacs_support import DATA, ORTHANC_BINARY, Orthanc
 
 @pytest.fixture
 def orthanc(tmp_path: Path) -> Iterator[Orthanc]:
-    """A running Orthanc; skipped, saying why, where the Debian package is not installed."""
-    if shutil.which(ORTHANC_BINARY) is None:
-        pytest.skip("Orthanc is not installed (Debian package 'orthanc'; .ci/run installs it where apt works)")
+    """A running Orthanc; skipped, saying why, where the Debian packages orthanc and dcmtk are missing."""
+    missing = [binary for binary in (ORTHANC_BINARY, "storescu") if shutil.which(binary) is None]
+    if missing:
+        pytest.skip(f"{', '.join(missing)} not installed (Debian packages orthanc, dcmtk; .ci/run installs them where apt works)")
     server = Orthanc(tmp_path / "orthanc")
     server.start()
     try:
