@@ -1,0 +1,69 @@
+"""Verification of an exported model against its checkpoint: the eager reference itself, the
+report, and the CLI's exit code."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from click.testing import CliRunner
+
+from cxr_train.cli import main
+from cxr_train.verify import eager_gradcam, normalize_maps, onnx_gradcam, verify
+
+DATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
+VAL = DATA / "cxr3-internal" / "val"
+
+
+def test_eager_gradcam_matches_the_closed_form_of_a_gap_linear_head(make_checkpoint):
+    """For GAP -> Linear, d logit_k / d A = W[k] / (h w) everywhere: Grad-CAM is known exactly."""
+    network = make_checkpoint("resnet50", size=64, seed=3).build()
+    images = torch.rand(2, 1, 64, 64)
+    logits, maps = eager_gradcam(network, "layer4", images)
+    with torch.no_grad():
+        expected_logits = network(images)
+        trunk = torch.nn.Sequential(*list(network.children())[:-2])
+        activations = trunk(images)
+        weights = network.fc.weight / activations[0, 0].numel()
+        cams = torch.relu(torch.einsum("kc,nchw->nkhw", weights, activations)).numpy()
+    np.testing.assert_allclose(logits, expected_logits.numpy(), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(maps, normalize_maps(cams), atol=1e-4)
+
+
+def test_onnx_formula_agrees_with_the_eager_reference_on_the_same_tensors():
+    rng = np.random.default_rng(0)
+    activations = rng.random((2, 4, 3, 3), dtype=np.float32)
+    gradients = rng.standard_normal((2, 3, 4, 3, 3), dtype=np.float32)
+    maps = onnx_gradcam(activations, gradients)
+    assert maps.shape == (2, 3, 3, 3) and maps.min() >= 0 and maps.max() <= 1
+    weights = gradients.mean(axis=(3, 4))
+    k_one = np.maximum((weights[1, 2][:, None, None] * activations[1]).sum(0), 0)
+    np.testing.assert_allclose(maps[1, 2], normalize_maps(k_one), atol=1e-6)
+
+
+def test_verify_report_on_real_images(tiny_model_path, tiny_checkpoint_path):
+    report = verify(tiny_model_path, tiny_checkpoint_path, VAL, limit=6)
+    assert report["images"] == 6 and report["failures"] == []
+    assert report["logits_rel"] <= 1e-4 and report["gradcam"] <= 1e-3
+    assert len(report["gradcam_per_class"]) == 3 and report["top1_agreement"] == 1.0
+
+
+def test_cli_passes_and_prints_json(tiny_plain_model_path, tiny_checkpoint_path, tmp_path):
+    out = tmp_path / "report.json"
+    result = CliRunner().invoke(
+        main, ["verify", str(tiny_plain_model_path), str(tiny_checkpoint_path), "--data", str(VAL), "--limit", "3", "--json", str(out)]
+    )
+    assert result.exit_code == 0, result.output
+    report = json.loads(out.read_text())
+    assert report["images"] == 3 and "gradcam" not in report and report["failures"] == []
+
+
+def test_cli_fails_beyond_tolerance(tiny_model_path, make_checkpoint, tmp_path):
+    """Other weights under the same contract must be caught, and the exit code says so."""
+    other = tmp_path / "other.pt"
+    make_checkpoint("simplecnn", seed=7).save(other)
+    result = CliRunner().invoke(main, ["verify", str(tiny_model_path), str(other), "--data", str(VAL), "--limit", "3"])
+    assert result.exit_code == 1
+    assert "FAIL" in result.output and "logits_rel" in result.output
