@@ -120,27 +120,9 @@ def run_classification(classifier: Classifier, options: RunOptions) -> int:
     """Classify, write rows as they come, print the summary (and metrics); return the failure count."""
     pm = get_plugin_manager()
     writer_spec = _writer(options.format)
-    inputs = _inputs(classifier, options)
     labelled = options.labels is not None or any(is_labelled_folder(Path(p), classifier.classes) for p in options.paths)
-    names = OverlayNames()
     fed: deque[Input] = deque()
-
-    def feed() -> Iterator[str]:
-        for item in inputs:
-            names.assign(item)
-            fed.append(item)
-            yield item.path
-
-    try:
-        stream = classifier.stream(
-            feed(),
-            explain=options.explain or (options.dicom_out is not None and classifier.info.explain),
-            explain_class=options.explain_class,
-            annotators=build_annotators(options, names, classifier),
-            batch_size=options.batch_size,
-        )
-    except ExplainError as error:
-        raise UsageFailure(str(error)) from error
+    stream = open_stream(classifier, options, fed)
     options.out.mkdir(parents=True, exist_ok=True)
     results_path = options.out / f"results{writer_spec.extension}"
     writer = writer_spec.factory(results_path, columns(classifier.classes, labelled))
@@ -163,6 +145,31 @@ def run_classification(classifier: Classifier, options: RunOptions) -> int:
     if scored.labelled:
         _report_metrics(scored, options.out)
     return progress.errors
+
+
+def open_stream(classifier: Classifier, options: RunOptions, fed: deque[Input]) -> Iterator[tuple[Prediction, dict[str, Any]]]:
+    """The lazy result stream of the run; each input is appended to ``fed`` as it enters, so the
+    caller pairs results (which come in input order) with their inputs. Refuses impossible
+    explain requests before anything is written."""
+    inputs = _inputs(classifier, options)
+    names = OverlayNames()
+
+    def feed() -> Iterator[str]:
+        for item in inputs:
+            names.assign(item)
+            fed.append(item)
+            yield item.path
+
+    try:
+        return classifier.stream(
+            feed(),
+            explain=options.explain or (options.dicom_out is not None and classifier.info.explain),
+            explain_class=options.explain_class,
+            annotators=build_annotators(options, names, classifier),
+            batch_size=options.batch_size,
+        )
+    except ExplainError as error:
+        raise UsageFailure(str(error)) from error
 
 
 def build_annotators(options: RunOptions, names: "OverlayNames", classifier: Classifier) -> list[Annotator]:
