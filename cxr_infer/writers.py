@@ -31,7 +31,11 @@ class Writer:
 
 
 class CsvWriter:
-    """CSV with a fixed header; extra fields a post-processing plugin adds are kept as JSON in ``extra``."""
+    """CSV with a fixed header; extra fields a post-processing plugin adds are kept as JSON in ``extra``.
+
+    Values JSON cannot encode (paths, numpy scalars a plugin put in) are written as their text,
+    so one odd field never costs the row.
+    """
 
     def __init__(self, path: Path, columns: Sequence[str]):
         self._columns = list(columns)
@@ -41,7 +45,7 @@ class CsvWriter:
 
     def write(self, row: dict[str, Any]) -> None:
         extra = {key: value for key, value in row.items() if key not in self._columns}
-        self._csv.writerow({**row, "extra": json.dumps(extra, sort_keys=True) if extra else ""})
+        self._csv.writerow({**row, "extra": json.dumps(extra, sort_keys=True, default=str) if extra else ""})
         self._handle.flush()
 
     def close(self) -> None:
@@ -49,11 +53,13 @@ class CsvWriter:
 
 
 class JsonLinesWriter:
+    """One JSON object per line; like the CSV writer, unencodable values are written as text."""
+
     def __init__(self, path: Path, columns: Sequence[str]):
         self._handle = open(path, "w", encoding="utf-8")
 
     def write(self, row: dict[str, Any]) -> None:
-        self._handle.write(json.dumps(row, sort_keys=False) + "\n")
+        self._handle.write(json.dumps(row, default=str) + "\n")
         self._handle.flush()
 
     def close(self) -> None:
