@@ -23,6 +23,7 @@ from cxr_infer.pacs.spool import Spool
 
 RESULT_SOP_CLASSES = (SecondaryCaptureImageStorage, Comprehensive3DSRStorage)
 STORED_STATUSES = {0x0000, 0xB000, 0xB006, 0xB007}
+CONNECT_TIMEOUT_S = 10
 
 
 @dataclass(frozen=True)
@@ -61,6 +62,7 @@ class Forwarder:
         self.retry_max = retry_max
         self.stored = 0
         self._ae = AE(ae_title=calling_aet)
+        self._ae.connection_timeout = CONNECT_TIMEOUT_S  # a silent host must not block a shutdown for minutes
         for sop_class in RESULT_SOP_CLASSES:
             self._ae.add_requested_context(sop_class, [ExplicitVRLittleEndian, ImplicitVRLittleEndian])
         self._wake = threading.Event()

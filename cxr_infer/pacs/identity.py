@@ -20,7 +20,8 @@ MANUFACTURER = "cxr-toolkit"
 
 @dataclass(frozen=True)
 class ModelIdentity:
-    """Name, version and ONNX file sha256 of the model, plus its class names in output order."""
+    """Name, version (architecture and export time) and ONNX file sha256 of the model, plus its
+    class names in output order."""
 
     name: str
     version: str
@@ -33,7 +34,7 @@ class ModelIdentity:
         info = classifier.info
         return cls(
             name=info.name or Path(info.path).stem or info.model,
-            version=f"{info.model} exported {info.exported_at} by cxr-toolkit {info.toolkit_version}",
+            version=f"{info.model} {info.exported_at}",
             sha256=info.sha256,
             classes=tuple(classifier.classes),
         )
@@ -41,7 +42,7 @@ class ModelIdentity:
     @property
     def software_versions(self) -> list[str]:
         """SoftwareVersions values: the model's own version and the toolkit that ran it."""
-        return [self.version[:64], f"{MANUFACTURER} {TOOLKIT_VERSION}"]
+        return [self.version[:64], f"{MANUFACTURER} {TOOLKIT_VERSION}"]  # LO values
 
     @property
     def description(self) -> str:

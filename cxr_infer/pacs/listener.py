@@ -33,6 +33,7 @@ FRONTAL_VIEWS = ("PA", "AP")
 STATUS_SUCCESS = 0x0000
 STATUS_OUT_OF_RESOURCES = 0xA700
 STATUS_CANNOT_UNDERSTAND = 0xC000
+STOP_TIMEOUT_S = 60  # a C-STORE in flight may take this long; what is unsent stays spooled anyway
 
 MakeResults = Callable[[Dataset], Sequence[Dataset]]
 
@@ -126,7 +127,7 @@ class Listener:
         for worker in self._workers:
             worker.join()
         if self.forwarder:
-            self.forwarder.stop()
+            self.forwarder.stop(timeout=STOP_TIMEOUT_S)
         log_event(logging.INFO, "stopped", pending_inputs=len(self.spool.incoming()), pending_results=len(self.spool.results()))
 
     def serve_forever(self) -> None:

@@ -38,7 +38,7 @@ def class_code(name: str) -> Code:
 
 def algorithm(model: ModelIdentity) -> hd.sr.AlgorithmIdentification:
     return hd.sr.AlgorithmIdentification(
-        name=model.name[:64], version=model.version[:64], parameters=[f"sha256={model.sha256}"], manufacturer=MANUFACTURER
+        name=model.name, version=model.version, parameters=[f"sha256={model.sha256}"], manufacturer=MANUFACTURER
     )
 
 
