@@ -42,13 +42,15 @@ def stream(
 
     ``load`` and ``finish`` run in ``pool`` (they must catch their own per-item errors);
     ``infer`` runs in the caller's thread on one whole batch and returns one output per loaded
-    item. While a batch infers, the next :data:`PREFETCH_BATCHES` batches are being loaded,
-    and only those are in memory: ``items`` is consumed as the stream advances.
+    item. While a batch infers, the next :data:`PREFETCH_BATCHES` batches are being loaded and
+    the previous batch is being finished, so the model never waits for overlays to be written.
+    Only those batches are in memory: ``items`` is consumed as the stream advances.
     """
     batches = batched(items, batch_size)
     in_flight: deque[list[Future]] = deque(
         [pool.submit(load, item) for item in batch] for batch in islice(batches, PREFETCH_BATCHES)
     )
+    finishing: list[Future] = []
     while in_flight:
         loaded = [future.result() for future in in_flight.popleft()]
         upcoming = next(batches, None)
@@ -57,6 +59,6 @@ def stream(
         outputs = infer(loaded)
         if len(outputs) != len(loaded):
             raise RuntimeError(f"inference returned {len(outputs)} outputs for {len(loaded)} inputs")
-        finishing = [pool.submit(finish, item, output) for item, output in zip(loaded, outputs)]
-        for future in finishing:
-            yield future.result()
+        previous, finishing = finishing, [pool.submit(finish, item, output) for item, output in zip(loaded, outputs)]
+        yield from (future.result() for future in previous)
+    yield from (future.result() for future in finishing)

@@ -51,7 +51,7 @@ def test_input_is_consumed_lazily(pool):
 
     results = stream(items(), lambda x: x, lambda batch: batch, lambda x, out: out, pool=pool, batch_size=5)
     assert [next(results) for _ in range(3)] == [0, 1, 2]
-    assert len(consumed) <= (PREFETCH_BATCHES + 1) * 5
+    assert len(consumed) <= (PREFETCH_BATCHES + 2) * 5  # prefetched, inferring, finishing
 
 
 def test_next_batch_loads_while_the_current_one_infers(pool):
@@ -74,3 +74,20 @@ def test_next_batch_loads_while_the_current_one_infers(pool):
 def test_an_inference_that_miscounts_is_an_error(pool):
     with pytest.raises(RuntimeError, match="2 outputs for 3 inputs"):
         list(stream(range(3), lambda x: x, lambda batch: batch[:2], lambda x, out: out, pool=pool, batch_size=3))
+
+
+def test_next_batch_infers_while_the_previous_one_finishes(pool):
+    """Finishing batch 0 (say, writing overlays) waits until batch 1 has been inferred."""
+    second_inferred = threading.Event()
+
+    def infer(batch):
+        if batch[0] == 4:
+            second_inferred.set()
+        return batch
+
+    def finish(item, output):
+        if item < 4:
+            assert second_inferred.wait(timeout=5), "inference waited for the previous batch to finish"
+        return output
+
+    assert list(stream(range(8), lambda x: x, infer, finish, pool=pool, batch_size=4)) == list(range(8))
