@@ -1,14 +1,20 @@
 """The installed ``cxr-clahe`` plugin: registered through its entry point, promised statistics,
-excluded by ``CXR_PLUGINS``."""
+used by ``cxr-train fit --augment clahe``, excluded by ``CXR_PLUGINS``."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from click.testing import CliRunner
 
+import cxr_clahe
 from cxr_infer.plugins import describe_plugins
 from cxr_train.augment import available_augmentations, build_pipeline
+from cxr_train.checkpoint import Checkpoint
+from cxr_train.cli import main as train_main
 from cxr_train.plugins import get_plugin_manager
 
 
@@ -49,3 +55,16 @@ def test_allow_list_excludes_it(allow_only) -> None:
     allow_only("densenet,fhir")
     assert "clahe" not in available_augmentations()
     assert "gamma" in available_augmentations()  # built-ins stay
+
+
+def test_fit_applies_it(monkeypatch: pytest.MonkeyPatch, data_dir: Path, tmp_path: Path) -> None:
+    limits: list[float] = []
+    equalize = cxr_clahe._equalize
+    monkeypatch.setattr(cxr_clahe, "_equalize", lambda image, limit, tiles: limits.append(limit) or equalize(image, limit, tiles))
+    option = "clahe:p=1,clip_limit=2.5"
+    args = ["fit", "--data", str(data_dir / "cxr3-internal"), "--model", "simplecnn", "--epochs", "1", "--limit-per-class", "4",
+            "--image-size", "64", "--batch-size", "12", "--augment", option, "--out", str(tmp_path)]
+    result = CliRunner().invoke(train_main, args)
+    assert result.exit_code == 0, result.output
+    assert len(limits) == 12 and all(1.0 <= limit <= 2.5 for limit in limits)  # every training image, once
+    assert Checkpoint.load(tmp_path / "best.pt").args["augment"] == [option]
