@@ -65,15 +65,16 @@ class _Output:
 class Classifier:
     """A loaded model: one onnxruntime session, created once, safe to share between threads.
 
-    ``threads`` sets the onnxruntime intra-op threads and the decoding workers (default: the
-    CPU count, at most 8 decoders).
+    ``threads`` sets the onnxruntime intra-op threads and the worker threads that decode,
+    preprocess and finish (Grad-CAM resize, annotators) images (default: onnxruntime's own
+    choice, and the CPU count up to 8 workers).
     """
 
     def __init__(self, session: Any, info: ModelFileInfo, threads: int | None = None):
         self._session = session
         self.info = info
         self._readers = available_readers()
-        self._pool = ThreadPoolExecutor(max_workers=threads or min(8, os.cpu_count() or 1), thread_name_prefix="cxr-decode")
+        self._pool = ThreadPoolExecutor(max_workers=threads or min(8, os.cpu_count() or 1), thread_name_prefix="cxr-worker")
 
     @classmethod
     def load(cls, name_or_path: str | Path | None = None, device: str = "auto", threads: int | None = None) -> "Classifier":
