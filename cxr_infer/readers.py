@@ -137,11 +137,20 @@ def read_image(path: str | Path, readers: dict[str, Reader] | None = None) -> np
     """Decode one file with the reader that claims it; errors are :class:`ReadError` with a reason."""
     path = Path(path)
     readers = readers if readers is not None else available_readers()
+    reader: Reader | None = None
     try:
-        return choose_reader(path, readers).read(path)
+        reader = choose_reader(path, readers)
+        return reader.read(path)
     except ReadError:
         raise
     except FileNotFoundError:
         raise ReadError("file not found") from None
     except Exception as error:
-        raise ReadError(f"{type(error).__name__}: {error}") from error
+        raise ReadError(f"{type(error).__name__}: {error}{_origin(reader)}") from error
+
+
+def _origin(reader: Reader | None) -> str:
+    """Name a third-party reader in its errors: the user must know which plugin failed on the file."""
+    if reader is None or reader.plugin == __name__:
+        return ""
+    return f" (reader {reader.name!r} of plugin {reader.plugin!r})"

@@ -22,6 +22,7 @@ from click.testing import CliRunner
 from torch import nn
 
 from cxr_infer import hookspecs as infer_hookspecs
+from cxr_infer.cli import main as infer_main
 from cxr_infer.hookspecs import hookimpl
 from cxr_infer.plugins import (
     ALLOW_ENV,
@@ -40,6 +41,7 @@ from cxr_train.models import available_models, get_model_spec
 from cxr_train.plugins import get_plugin_manager as get_train_plugin_manager
 
 HOOKSPEC_MODULES = (infer_hookspecs, train_hookspecs)
+DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
 
 
 def hookspec_names() -> list[str]:
@@ -167,6 +169,34 @@ def test_hook_register_readers(plugin, tmp_path: Path) -> None:
     (tmp_path / "a.npy").rename(tmp_path / "disguised.png")
     assert available_readers()["npy"].plugin == "npy-reader"
     assert np.array_equal(read_image(tmp_path / "disguised.png"), image)  # sniffed, not by extension
+
+
+class PickyNpyReaderPlugin:
+    """A reader that fails on one file, as a plugin with a bug or a strict parser would."""
+
+    @hookimpl
+    def register_readers(self, register):
+        def read(path: Path) -> np.ndarray:
+            if path.stem == "bad":
+                raise ValueError("corrupt array header")
+            return np.load(path)
+
+        register("npy", read, extensions=(".npy",))
+
+
+def test_hook_register_readers_failure_is_that_files_error_row(plugin, tmp_path: Path, tiny_model_path: Path) -> None:
+    plugin("npy-reader", PickyNpyReaderPlugin())
+    image = read_image(sorted((DATA / "cxr3-internal" / "test" / "covid").glob("*.jpg"))[0])
+    (tmp_path / "in").mkdir()
+    for name in ("a", "bad", "c"):
+        np.save(tmp_path / "in" / f"{name}.npy", image)
+    out = tmp_path / "out"
+    result = CliRunner().invoke(infer_main, [str(tmp_path / "in"), "--model", str(tiny_model_path), "--out", str(out), "--format", "jsonl", "-q"])
+    assert result.exit_code == 1, result.output  # some inputs failed; the run went on
+    rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert [Path(row["path"]).name for row in rows] == ["a.npy", "bad.npy", "c.npy"]
+    assert rows[0]["label"] and rows[0]["error"] == "" and rows[2]["error"] == ""
+    assert "corrupt array header" in rows[1]["error"] and "plugin 'npy-reader'" in rows[1]["error"]
 
 
 class TsvWriter:
