@@ -12,6 +12,7 @@ import json
 import subprocess
 import sys
 import textwrap
+from importlib.metadata import version
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -41,6 +42,7 @@ from cxr_train.models import available_models, get_model_spec
 from cxr_train.plugins import get_plugin_manager as get_train_plugin_manager
 
 HOOKSPEC_MODULES = (infer_hookspecs, train_hookspecs)
+EXAMPLE_PLUGINS = {"clahe": "cxr-clahe", "densenet": "cxr-densenet", "fhir": "cxr-fhir"}  # entry point: package
 DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
 
 
@@ -322,7 +324,15 @@ def test_train_plugins_command_prints_json(plugin) -> None:
     assert rows["cxr_train.augment"]["hooks"] == ["register_augmentations"]
 
 
-EXAMPLE_PLUGINS = {"clahe", "densenet", "fhir"}
+
+
+def test_infer_plugins_command_lists_the_installed_examples() -> None:
+    result = CliRunner().invoke(infer_main, ["plugins"])
+    assert result.exit_code == 0, result.output
+    rows = {row["name"]: row for row in json.loads(result.output)}
+    for name, package in EXAMPLE_PLUGINS.items():
+        assert (rows[name]["package"], rows[name]["version"]) == (package, version(package))
+    assert rows["cxr_infer.readers"]["builtin"] and rows["cxr_infer.readers"]["hooks"] == ["register_readers"]
 
 
 def test_example_plugins_load_in_cxr_infer_without_the_training_stack() -> None:
@@ -333,5 +343,5 @@ def test_example_plugins_load_in_cxr_infer_without_the_training_stack() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     loaded, modules = json.loads(out.stdout)
-    assert EXAMPLE_PLUGINS <= set(loaded), "install the examples: pip install -e plugins/cxr-clahe -e plugins/cxr-densenet -e plugins/cxr-fhir"
+    assert set(EXAMPLE_PLUGINS) <= set(loaded), "install the examples: pip install -e plugins/cxr-clahe -e plugins/cxr-densenet -e plugins/cxr-fhir"
     assert not {"torch", "torchvision", "cxr_train"} & set(modules)
