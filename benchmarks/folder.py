@@ -12,6 +12,7 @@ import contextlib
 import io
 import shutil
 import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -20,16 +21,21 @@ import numpy as np
 import onnxruntime as ort
 
 from benchmarks.inputs import Labelled
-from benchmarks.models import ModelFiles
+from benchmarks.models import ModelFiles, read_info
 from benchmarks.sessions import open_session
 from benchmarks.timing import Summary, interleave, paired_ratio
 from cxr_infer.api import Classifier
 from cxr_infer.cli import RunOptions, run_classification
 from cxr_infer.contract import INPUT
+from cxr_infer.gradcam import upsample
+from cxr_infer.overlay import render_overlay, write_png
+from cxr_infer.preprocess import preprocess
+from cxr_infer.readers import available_readers, read_image
 
 PIPELINE = "cxr-infer folder pipeline"
 BARE = "bare session"
 TARGET = 0.9
+STAGES = ("decode", "preprocess", "heatmap", "overlay", "png")
 
 
 def bare(session: ort.InferenceSession, images: np.ndarray, batch: int) -> Callable[[], object]:
@@ -46,6 +52,31 @@ def pipeline(classifier: Classifier, folder: Path, out: Path, batch: int) -> Cal
             return run_classification(classifier, options)
 
     return run
+
+
+def stage_costs(model: ModelFiles, labelled: Labelled, out: Path) -> dict[str, float]:
+    """Milliseconds per image of each step the pipeline adds around the session, one thread.
+
+    The evidence for the pipeline ratio: on a few cores these steps compete with inference.
+    """
+    info = read_info(model.explain)
+    readers = available_readers()
+    seconds = dict.fromkeys(STAGES, 0.0)
+    label, cam = info.classes[0], np.random.default_rng(0).random((7, 7), dtype=np.float32)
+    for index, path in enumerate(labelled.files):
+        image = _timed(seconds, "decode", lambda: read_image(path, readers))
+        _timed(seconds, "preprocess", lambda: preprocess(image, info.preprocess))
+        heat = _timed(seconds, "heatmap", lambda: upsample(cam, *image.shape[:2]))
+        overlay = _timed(seconds, "overlay", lambda: render_overlay(image, heat, label, 0.5))
+        _timed(seconds, "png", lambda: write_png(out / f"{index}.png", overlay))
+    return {step: 1000 * total / len(labelled.files) for step, total in seconds.items()}
+
+
+def _timed(seconds: dict[str, float], step: str, work: Callable[[], Any]) -> Any:
+    start = time.perf_counter()
+    result = work()
+    seconds[step] += time.perf_counter() - start
+    return result
 
 
 def measure(model: ModelFiles, labelled: Labelled, images: np.ndarray, batches: list[int], threads: int,
@@ -69,6 +100,7 @@ def measure(model: ModelFiles, labelled: Labelled, images: np.ndarray, batches: 
                     "model": model.arch, "batch": batch, "images": len(images), "samples": samples,
                     "img_s": {name: Summary.of(values).as_dict() for name, values in samples.items()},
                 })
+        records[-1]["stage_ms"] = stage_costs(model, labelled, Path(tmp) / "stages")
     return records
 
 

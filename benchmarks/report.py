@@ -10,6 +10,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from benchmarks.folder import STAGES
 from benchmarks.harness import PARTS
 
 TITLES = {
@@ -88,6 +89,13 @@ def cpu_section(result: dict[str, Any]) -> list[str]:
     lines += ["### 5. Folder pipeline vs bare session (images/s)", ""]
     lines += table(["model", "batch", "images", *(p := sorted({v for r in result["pipeline"] for v in r["img_s"]}))], [
         [r["model"], r["batch"], r["images"], *(spread(r["img_s"][v], 1) for v in p)] for r in result["pipeline"]
+    ])
+    lines += ["Work the pipeline adds per image outside the session (ms, one thread; it shares the cores "
+              "with inference):", ""]
+    steps = sorted({k for r in result["pipeline"] for k in r.get("stage_ms", {})}, key=list(STAGES).index)
+    lines += table(["model", *steps, "total"], [
+        [r["model"], *(f"{r['stage_ms'][k]:.1f}" for k in steps), f"{sum(r['stage_ms'].values()):.1f}"]
+        for r in result["pipeline"] if "stage_ms" in r
     ])
     peak = result["peak_gflops"]
     lines += ["### 6. Achieved GFLOP/s against the measured matmul peak", "",
