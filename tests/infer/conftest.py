@@ -7,7 +7,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from pacs_support import DATA, ORTHANC_BINARY, Orthanc
+from infer_support import DATA
+from pacs_support import ORTHANC_BINARY, Orthanc
 
 
 @pytest.fixture

@@ -3,6 +3,7 @@ and a DICOM sender (pynetdicom SCU)."""
 
 from __future__ import annotations
 
+import io
 import json
 import socket
 import subprocess
@@ -17,7 +18,6 @@ from pydicom.dataset import FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 from pynetdicom import AE, StoragePresentationContexts
 
-DATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
 ORTHANC_BINARY = "Orthanc"
 CR_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.1"
 
@@ -153,3 +153,10 @@ def send_datasets(datasets: Sequence[Dataset], port: int, aet: str) -> list[int]
         return [assoc.send_c_store(ds).Status for ds in datasets]
     finally:
         assoc.release()
+
+
+def encoded(ds: Dataset) -> bytes:
+    """``ds`` as Part-10 bytes, as a DICOM peer or a file would hold it."""
+    buffer = io.BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    return buffer.getvalue()

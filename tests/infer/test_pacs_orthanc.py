@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pydicom
 import pytest
-from pacs_support import DATA, free_port, radiograph_dataset, send_datasets
+from infer_support import DICOMS
+from pacs_support import free_port, radiograph_dataset, send_datasets
 
 from cxr_infer.dicom import read_dataset
 from cxr_infer.pacs.forwarder import Destination
@@ -66,9 +67,8 @@ def storescu(port: int, aet: str, files: list[Path]) -> subprocess.CompletedProc
 def test_results_arrive_in_the_source_study(orthanc, pacs_classifier, model, tmp_path, external_jpegs):
     listener = start_listener(pacs_classifier, model, tmp_path / "spool", orthanc)
     try:
-        dicoms = sorted((DATA / "dicom").glob("*.dcm"))
         for port, aet in ((listener.port, LISTENER_AET), (orthanc.dicom_port, orthanc.aet)):  # us, and the PACS's own copy
-            sent = storescu(port, aet, dicoms)
+            sent = storescu(port, aet, DICOMS)
             assert sent.returncode == 0, sent.stderr
         made = [
             radiograph_dataset(external_jpegs[0], modality="CR", view="PA", max_side=384),
@@ -83,7 +83,7 @@ def test_results_arrive_in_the_source_study(orthanc, pacs_classifier, model, tmp
         assert listener.wait_idle(120)
     finally:
         listener.stop()
-    sources = {ds.SOPInstanceUID: ds for ds in made + [read_dataset(path) for path in dicoms]}
+    sources = {ds.SOPInstanceUID: ds for ds in made + [read_dataset(path) for path in DICOMS]}
     assert len(sources) == 4  # the two SIIM files share one SOP Instance UID: one instance for DICOM
     for uid, source in sources.items():
         found = results_of(orthanc, uid, model)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+
 import highdicom as hd
 from highdicom.sr.utils import find_content_items
 import numpy as np
@@ -16,9 +18,9 @@ from cxr_infer.pacs.results import build_results, dicom_out_annotator, dicom_res
 from cxr_infer.pacs.secondary_capture import NOT_FOR_DIAGNOSTIC_USE
 from cxr_infer.pacs.structured_report import class_code
 
-from pacs_support import DATA, radiograph_dataset
+from infer_support import DICOMS
+from pacs_support import encoded, radiograph_dataset
 
-DICOMS = sorted((DATA / "dicom").glob("*.dcm"))
 PATIENT_STUDY_TAGS = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyInstanceUID", "StudyDate", "AccessionNumber")
 
 
@@ -47,7 +49,7 @@ def test_secondary_capture_shows_the_result_on_the_radiograph(classified, model)
     ours = [item for item in sc.ContributingEquipmentSequence if item.Manufacturer == "cxr-toolkit"]
     assert len(ours) == 1 and model.sha256 in ours[0].ContributionDescription
     assert ours[0].ManufacturerModelName == model.name
-    pixels = pydicom.dcmread(_roundtrip(sc, "sc")).pixel_array
+    pixels = pydicom.dcmread(io.BytesIO(encoded(sc))).pixel_array
     assert pixels.shape == (source.Rows, source.Columns, 3)
     band = pixels[-pixels.shape[0] // 8 :]
     yellow = (band[..., 0] > 200) & (band[..., 1] > 200) & (band[..., 2] < 80)
@@ -57,7 +59,7 @@ def test_secondary_capture_shows_the_result_on_the_radiograph(classified, model)
 
 def test_structured_report_follows_tid_1500(classified, model):
     source, prediction, results = classified
-    sr = hd.sr.Comprehensive3DSR.from_dataset(pydicom.dcmread(_roundtrip(results.structured_report, "sr")))
+    sr = hd.sr.Comprehensive3DSR.from_dataset(pydicom.dcmread(io.BytesIO(encoded(results.structured_report))))
     assert sr.ContentTemplateSequence[0].TemplateIdentifier == "1500"
     assert sr.StudyInstanceUID == source.StudyInstanceUID and sr.Modality == "SR"
     assert NOT_FOR_DIAGNOSTIC_USE in sr.SeriesDescription
@@ -117,11 +119,15 @@ def test_dicom_out_writes_results_for_dicom_inputs_only(pacs_classifier, model, 
     assert {pydicom.dcmread(path).StudyInstanceUID for path in written} == {read_dataset(DICOMS[0]).StudyInstanceUID}
 
 
-def _roundtrip(ds, name: str):
-    """Encode and decode through a Part-10 byte stream, as a PACS would receive it."""
-    from io import BytesIO
+def test_cli_dicom_out(tiny_model_path, tmp_path):
+    """``cxr-infer PATH --dicom-out DIR`` writes an SC and an SR per DICOM instance."""
+    from click.testing import CliRunner
 
-    buffer = BytesIO()
-    ds.save_as(buffer, enforce_file_format=True)
-    buffer.seek(0)
-    return buffer
+    from cxr_infer.cli import main
+
+    out = tmp_path / "dicom"
+    result = CliRunner().invoke(main, [str(DICOMS[0]), "--model", str(tiny_model_path), "--out", str(tmp_path / "res"), "--dicom-out", str(out), "-q"])
+    assert result.exit_code == 0, result.output
+    written = [pydicom.dcmread(path) for path in sorted(out.iterdir())]
+    assert [ds.Modality for ds in written] == ["OT", "SR"]
+    assert written[0].BurnedInAnnotation == "YES"

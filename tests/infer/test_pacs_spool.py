@@ -8,7 +8,7 @@ import logging
 
 import pydicom
 import pytest
-from pacs_support import radiograph_dataset
+from pacs_support import encoded, radiograph_dataset
 
 from cxr_infer.pacs.forwarder import Destination
 from cxr_infer.pacs.listener import rejection_reason
@@ -30,16 +30,10 @@ def test_only_frontal_cr_and_dx_are_selected(external_jpegs, modality, view, rea
     assert rejection_reason(radiograph_dataset(external_jpegs[0], modality=modality, view=view, max_side=64)) == reason
 
 
-def _encoded(ds) -> bytes:
-    buffer = io.BytesIO()
-    ds.save_as(buffer, enforce_file_format=True)
-    return buffer.getvalue()
-
-
 def test_spool_keeps_arrival_order_and_sweeps_partial_writes(tmp_path, external_jpegs):
     spool = Spool(tmp_path).open()
     sources = [radiograph_dataset(path, max_side=64) for path in external_jpegs[:3]]
-    paths = [spool.put_incoming(_encoded(ds)) for ds in sources]
+    paths = [spool.put_incoming(encoded(ds)) for ds in sources]
     (spool.incoming_dir / "crashed.dcm.tmp").write_bytes(b"half a file")
     spool = Spool(tmp_path).open()  # a restart
     assert spool.incoming() == paths
@@ -50,18 +44,18 @@ def test_spool_keeps_arrival_order_and_sweeps_partial_writes(tmp_path, external_
 def test_results_replace_the_input_and_a_newer_result_is_not_retired(tmp_path, external_jpegs):
     spool = Spool(tmp_path).open()
     source, result = (radiograph_dataset(path, max_side=64) for path in external_jpegs[:2])
-    incoming = spool.put_incoming(_encoded(source))
+    incoming = spool.put_incoming(encoded(source))
     (written,) = spool.put_results(incoming, [result])
     assert spool.incoming() == [] and spool.results() == [written]
     sent_version = written.stat().st_ino
-    spool.put_results(spool.put_incoming(_encoded(source)), [result])  # made again while being sent
+    spool.put_results(spool.put_incoming(encoded(source)), [result])  # made again while being sent
     assert spool.retire_result(written, sent_version) is False and spool.results() == [written]
     assert spool.retire_result(written, written.stat().st_ino) is True and spool.results() == []
 
 
 def test_failed_input_is_kept_with_its_reason(tmp_path, external_jpegs):
     spool = Spool(tmp_path).open()
-    incoming = spool.put_incoming(_encoded(radiograph_dataset(external_jpegs[0], max_side=64)))
+    incoming = spool.put_incoming(encoded(radiograph_dataset(external_jpegs[0], max_side=64)))
     moved = spool.fail(incoming, "DicomError: cannot decode the pixel data")
     assert spool.incoming() == [] and moved.exists()
     assert moved.with_suffix(".txt").read_text() == "DicomError: cannot decode the pixel data"
