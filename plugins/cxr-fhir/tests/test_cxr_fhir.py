@@ -9,6 +9,7 @@ from urllib.parse import urlparse
 from urllib.request import url2pathname
 
 from click.testing import CliRunner
+from fhir.resources.R4B.bundle import Bundle
 
 from cxr_fhir import CONCEPTS
 from cxr_infer.cli import main as infer_main
@@ -20,8 +21,11 @@ CLASSES = ("covid", "normal", "pneumonia")
 
 
 def resources(path: Path, kind: str) -> list[dict]:
-    bundle = json.loads(path.read_text())
-    assert bundle["resourceType"] == "Bundle" and bundle["type"] == "collection"
+    """The resources of ``kind`` in a bundle that validates against the FHIR R4B models."""
+    text = path.read_text()
+    Bundle.model_validate_json(text)
+    bundle = json.loads(text)
+    assert bundle["type"] == "collection"
     return [entry["resource"] for entry in bundle["entry"] if entry["resource"]["resourceType"] == kind]
 
 
