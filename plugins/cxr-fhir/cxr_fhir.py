@@ -51,9 +51,10 @@ def process_result(result):
 
 def label_concept(label: str) -> dict[str, Any]:
     """A CodeableConcept for a class name: SNOMED CT when the class is known, text otherwise."""
-    concept = CONCEPTS.get(label)
-    coding = [{"system": SNOMED, "code": concept[0], "display": concept[1]}] if concept else []
-    return {"coding": coding, "text": label} if coding else {"text": label}
+    if label not in CONCEPTS:
+        return {"text": label}
+    code, display = CONCEPTS[label]
+    return {"coding": [{"system": SNOMED, "code": code, "display": display}], "text": label}
 
 
 class FhirBundleWriter:
@@ -64,7 +65,7 @@ class FhirBundleWriter:
         self._issued = datetime.now(timezone.utc).isoformat(timespec="seconds")
         self._handle = open(path, "w", encoding="utf-8")
         head = {"resourceType": "Bundle", "id": str(uuid.uuid4()), "type": "collection", "timestamp": self._issued}
-        self._handle.write(json.dumps(head)[:-1] + ', "entry": [\n')
+        self._handle.write(json.dumps(head)[:-1] + ', "entry": [\n')  # the array stays open until close()
         self._first = True
 
     def write(self, row: dict[str, Any]) -> None:
