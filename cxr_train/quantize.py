@@ -25,7 +25,7 @@ from cxr_infer.contract import CLASSIFY_OUTPUTS, INPUT, PROBS, ModelInfo
 from cxr_infer.metrics import classification_metrics
 from cxr_train.data import LabelledSet, discover, load_tensors
 from cxr_train.export import read_info, write_model
-from cxr_train.verify import open_session, run_session
+from cxr_train.verify import load_model, run_session
 
 QUANTIZATION = "int8-qdq"
 CALIBRATION_BATCH = 8
@@ -87,8 +87,8 @@ def load_folder(folder: str | Path, info: ModelInfo, limit: int | None, seed: in
 def agreement(fp32_path: Path, int8_path: Path, images: np.ndarray, labels: np.ndarray, classes: list[str]) -> dict[str, Any]:
     """Top-1 agreement and largest probability difference of int8 against fp32, plus the
     accuracy and macro-F1 of both against the folder's labels."""
-    fp32 = run_session(open_session(fp32_path)[0], images)[PROBS]
-    int8 = run_session(open_session(int8_path)[0], images)[PROBS]
+    fp32 = run_session(load_model(fp32_path)[0], images)[PROBS]
+    int8 = run_session(load_model(int8_path)[0], images)[PROBS]
     figures = {name: classification_metrics(labels, probs, classes) for name, probs in (("fp32", fp32), ("int8", int8))}
     return {
         "images": int(len(images)),

@@ -18,9 +18,11 @@ import torch
 from torch import nn
 
 from cxr_infer.contract import ACTIVATIONS, GRADIENTS, INPUT, LOGITS, PROBS, ModelInfo
+from cxr_infer.gradcam import class_maps
+from cxr_infer.session import open_session, read_contract
 from cxr_train.checkpoint import Checkpoint
 from cxr_train.data import discover, load_tensors
-from cxr_train.export import read_info, target_module
+from cxr_train.export import target_module
 
 NORMALIZE_EPS = 1e-7
 BATCH = 8
@@ -77,20 +79,15 @@ def eager_gradcam(network: nn.Module, target_layer: str, images: torch.Tensor) -
 
 
 def onnx_gradcam(activations: np.ndarray, gradients: np.ndarray) -> np.ndarray:
-    """Normalized maps (N, K, h, w) from the exported outputs, with DESIGN.md's formula."""
-    weights = gradients.mean(axis=(3, 4))  # (N, K, C)
-    cams = np.maximum(np.einsum("nkc,nchw->nkhw", weights, activations), 0.0)
-    return normalize_maps(cams)
+    """Normalized maps (N, K, h, w) from the exported outputs, by the formula ``cxr-infer`` ships."""
+    every_class = [class_maps(activations, gradients, np.full(len(activations), k)) for k in range(gradients.shape[1])]
+    return normalize_maps(np.stack(every_class, 1))
 
 
-def open_session(path: str | Path) -> tuple[ort.InferenceSession, ModelInfo]:
-    """A CPU session on ``path`` and its validated contract (tensor names included)."""
-    options = ort.SessionOptions()
-    options.log_severity_level = 3  # onnxruntime-gpu on a CUDA-less host logs load errors otherwise
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    info = read_info(path)
-    info.check_io([i.name for i in session.get_inputs()], [o.name for o in session.get_outputs()], path)
-    return session, info
+def load_model(path: str | Path) -> tuple[ort.InferenceSession, ModelInfo]:
+    """A CPU session on ``path``, opened as ``cxr_infer`` opens it, and its validated contract."""
+    session = open_session(Path(path), "cpu")
+    return session, read_contract(session, Path(path))
 
 
 def run_session(session: ort.InferenceSession, images: np.ndarray, batch: int = BATCH) -> dict[str, np.ndarray]:
@@ -145,7 +142,7 @@ def verify(
     """Compare ``model_path`` with ``checkpoint_path`` on up to ``limit`` images of the labelled
     folder ``data`` (a seeded, class-balanced pick). ``failures`` lists exceeded tolerances;
     defaults are strict for float models and decision-level for quantized ones."""
-    session, info = open_session(model_path)
+    session, info = load_model(model_path)
     checkpoint = Checkpoint.load(checkpoint_path)
     if list(info.classes) != list(checkpoint.classes) or info.preprocess != checkpoint.preprocess:
         raise ValueError(f"{model_path}: classes/preprocessing differ from checkpoint {checkpoint_path}")

@@ -12,11 +12,12 @@ import torch
 from torch import nn
 
 from cxr_infer.contract import ALL_KEYS, ALL_OUTPUTS, CLASSIFY_OUTPUTS, INPUT, ModelInfo
+from cxr_train.checkpoint import Checkpoint
 from cxr_train.data import discover, load_tensors
 from cxr_train.export import export_onnx, read_info
 from cxr_train.hookspecs import hookimpl
 from cxr_train.plugins import get_plugin_manager
-from cxr_train.verify import compare, open_session
+from cxr_train.verify import compare, load_model
 
 DATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
 SIZE = 64
@@ -46,7 +47,7 @@ class ExtraModelPlugin:
 
 
 @pytest.fixture(scope="module")
-def test_model_plugin():
+def extra_model():
     pm = get_plugin_manager()
     plugin = ExtraModelPlugin()
     pm.register(plugin, name="test-export-model")
@@ -66,59 +67,63 @@ def real_images() -> np.ndarray:
     return images.numpy()
 
 
-@pytest.fixture(scope="module", params=["simplecnn", "resnet50", "plugin"])
-def exported(request, make_checkpoint, tmp_path_factory, test_model_plugin):
-    """Each model exported once with explain outputs: (checkpoint, ExportResult, session, network)."""
-    name = test_model_plugin if request.param == "plugin" else request.param
-    checkpoint = make_checkpoint(name, size=SIZE, seed=1)
-    result = export_onnx(checkpoint, tmp_path_factory.mktemp(request.param) / "model.onnx")
-    print(f"export {name}: {result.seconds:.1f} s, {result.size_bytes / 1e6:.1f} MB")
-    session, _info = open_session(result.path)
-    return checkpoint, result, session, checkpoint.build()
-
-
-@pytest.mark.parametrize("batch", [1, 5])
-def test_ort_matches_eager_logits_and_gradcam(exported, real_images, batch):
-    checkpoint, _result, session, network = exported
-    report = compare(session, network, checkpoint.target_layer, real_images[:batch], batch=batch)
-    assert report["images"] == batch
-    assert report["logits_rel"] <= 1e-4
-    assert report["probs"] <= 1e-4
-    assert len(report["gradcam_per_class"]) == len(checkpoint.classes)
-    assert report["gradcam"] <= 1e-3
-
-
-def test_file_is_single_checked_and_batch_dynamic(exported):
-    result = exported[1]
-    assert sorted(p.name for p in result.path.parent.iterdir()) == ["model.onnx"]
-    model = onnx.load(str(result.path))
+def check_file(path: Path) -> onnx.ModelProto:
+    """One self-contained file that passes the full checker, with a dynamic batch axis."""
+    assert sorted(p.name for p in path.parent.iterdir()) == [path.name]
+    model = onnx.load(str(path))
     onnx.checker.check_model(model, full_check=True)
     assert not any(t.data_location == onnx.TensorProto.EXTERNAL for t in model.graph.initializer)
     assert [i.name for i in model.graph.input] == [INPUT]
     assert [o.name for o in model.graph.output] == list(ALL_OUTPUTS)
     batch_dim = model.graph.input[0].type.tensor_type.shape.dim[0]
     assert batch_dim.dim_param and not batch_dim.dim_value
-    assert result.info.opset == next(o.version for o in model.opset_import if o.domain == "")
+    return model
 
 
-def test_metadata_round_trips_and_is_complete(exported):
-    checkpoint, result = exported[:2]
-    model = onnx.load(str(result.path))
-    props = {p.key: p.value for p in model.metadata_props}
-    assert set(ALL_KEYS) <= set(props)
-    info = read_info(result.path)
-    assert info == result.info == ModelInfo.from_metadata(info.to_metadata(), "again")
-    assert list(info.classes) == checkpoint.classes
-    assert info.preprocess == checkpoint.preprocess
+def check_metadata(model: onnx.ModelProto, path: Path, checkpoint: Checkpoint) -> None:
+    """Every key written; the contract round-trips and carries the checkpoint's provenance."""
+    assert set(ALL_KEYS) <= {p.key for p in model.metadata_props}
+    info = read_info(path)
+    assert info == ModelInfo.from_metadata(info.to_metadata(), "again")
+    assert info.opset == next(o.version for o in model.opset_import if o.domain == "")
+    assert list(info.classes) == checkpoint.classes and info.preprocess == checkpoint.preprocess
     assert info.model == checkpoint.model and info.target_layer == checkpoint.target_layer
     assert info.trained_on == checkpoint.trained_on and info.metrics == checkpoint.metrics
     assert info.explain and info.quantized is None and info.exported_at
 
 
-def test_plain_model_says_it_cannot_explain(tiny_plain_model_path, tiny_checkpoint_path, real_images):
-    from cxr_train.checkpoint import Checkpoint
+def check_parity(path: Path, checkpoint: Checkpoint, images: np.ndarray) -> None:
+    """ORT vs eager torch at batch 1 and 5 from the same file: logits and every class's Grad-CAM."""
+    session, _info = load_model(path)
+    network = checkpoint.build()
+    for batch in (1, 5):
+        report = compare(session, network, checkpoint.target_layer, images[:batch], batch=batch)
+        assert report["images"] == batch
+        assert report["logits_rel"] <= 1e-4, report
+        assert report["probs"] <= 1e-4, report
+        assert len(report["gradcam_per_class"]) == len(checkpoint.classes)
+        assert report["gradcam"] <= 1e-3, report
 
-    session, info = open_session(tiny_plain_model_path)
+
+def test_simplecnn_export(tiny_model_path, tiny_checkpoint_path, real_images):
+    checkpoint = Checkpoint.load(tiny_checkpoint_path)
+    check_metadata(check_file(tiny_model_path), tiny_model_path, checkpoint)
+    check_parity(tiny_model_path, checkpoint, real_images)
+
+
+@pytest.mark.parametrize("model", ["resnet50", TEST_MODEL])
+def test_export(model, make_checkpoint, extra_model, real_images, tmp_path):
+    """One test per model, so each is exported once even when tests are spread over workers."""
+    checkpoint = make_checkpoint(model, size=SIZE, seed=1)
+    result = export_onnx(checkpoint, tmp_path / "model.onnx")
+    print(f"export {model}: {result.seconds:.1f} s, {result.size_bytes / 1e6:.1f} MB")
+    assert read_info(result.path) == result.info
+    check_metadata(check_file(result.path), result.path, checkpoint)
+    check_parity(result.path, checkpoint, real_images)
+
+
+def test_plain_model_says_it_cannot_explain(tiny_plain_model_path, tiny_checkpoint_path, real_images):
+    session, info = load_model(tiny_plain_model_path)
     assert not info.explain and info.outputs == CLASSIFY_OUTPUTS
     assert [o.name for o in session.get_outputs()] == list(CLASSIFY_OUTPUTS)
     checkpoint = Checkpoint.load(tiny_checkpoint_path)
