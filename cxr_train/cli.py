@@ -50,14 +50,32 @@ def plugins() -> None:
 @click.option("--precision", default="auto", show_default=True, type=click.Choice(["auto", "bf16", "fp32"]), help="auto: bf16 autocast only where the hardware does bf16 natively.")
 def fit(**options) -> None:
     """Train a model on DATA/train, choosing the best epoch by DATA/val macro-F1."""
-    import shlex
-    import sys
-
     from cxr_train.fit import FitConfig, fit as run_fit
 
     options["augment"] = list(options["augment"])
-    best = run_fit(FitConfig(**options), command=shlex.join(["cxr-train", *sys.argv[1:]]))
+    best = run_fit(FitConfig(**options), command=command_line(click.get_current_context()))
     click.echo(str(best))
+
+
+def command_line(ctx: click.Context) -> str:
+    """The invocation as a shell line, rebuilt from the parsed options (defaults left out).
+
+    Rebuilt rather than read from ``sys.argv`` so it is right however the command was called
+    (console script, ``python -m``, a test runner); it goes into checkpoints and model cards.
+    """
+    import shlex
+
+    parts = ["cxr-train", ctx.info_name or ""]
+    for param in ctx.command.params:
+        value = ctx.params[param.name]
+        if not isinstance(param, click.Option):
+            continue
+        if param.is_flag:
+            if bool(value) != (param.default is True):
+                parts.append(param.opts[0] if value else param.secondary_opts[0])
+        elif value not in (None, ()) and value != param.default:
+            parts += [part for item in (value if param.multiple else [value]) for part in (param.opts[0], str(item))]
+    return shlex.join(parts)
 
 
 @main.command()
