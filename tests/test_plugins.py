@@ -281,6 +281,19 @@ def test_a_registration_with_wrong_arguments_is_named(plugin) -> None:
         available_writers()
 
 
+class RaisingReaderPlugin:
+    @hookimpl
+    def register_readers(self, register):
+        raise OSError("codec library missing")
+
+
+def test_cxr_infer_names_a_plugin_raising_in_registration_and_exits_2(plugin, tiny_model_path: Path, tmp_path: Path) -> None:
+    plugin("broken-reader", RaisingReaderPlugin())
+    result = CliRunner().invoke(infer_main, [str(DATA / "dicom"), "--model", str(tiny_model_path), "--out", str(tmp_path)])
+    assert result.exit_code == 2
+    assert "plugin 'broken-reader' failed in hook register_readers: OSError: codec library missing" in result.output
+
+
 def test_installed_plugin_is_listed_with_its_version(install, monkeypatch: pytest.MonkeyPatch) -> None:
     install("nullwriter", WRITER_PLUGIN)
     monkeypatch.delenv(ALLOW_ENV, raising=False)
