@@ -31,7 +31,7 @@ def _destination(ctx: click.Context, param: click.Parameter, value: str | None):
 @click.option("--spool", type=click.Path(file_okay=False, path_type=Path), default=Path("cxr-spool"), show_default=True, help="Work folder; restarting on the same folder resumes unfinished work.")
 @click.option("--model", "model_name", default=None, help="Bundled model name or .onnx path (default: the bundled default).")
 @click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True, help="auto uses CUDA only if the session really gets it.")
-@click.option("--workers", type=click.IntRange(1, 64), default=2, show_default=True, help="Images classified at once.")
+@click.option("--workers", type=click.IntRange(1, 64), default=2, show_default=True, help="Worker processes classifying at once (one model each).")
 @click.option("--max-associations", type=click.IntRange(1, 1000), default=32, show_default=True, help="Concurrent associations accepted.")
 @click.option("--retry-max", type=click.FloatRange(0.1), default=60.0, show_default=True, help="Longest wait (s) between forwarding attempts; waits double from 1 s.")
 def serve_dicom(
@@ -52,12 +52,13 @@ def serve_dicom(
     from cxr_infer.pacs.identity import ModelIdentity
     from cxr_infer.pacs.listener import Listener, ListenerConfig
     from cxr_infer.pacs.logs import configure_json_logging, log_event
-    from cxr_infer.pacs.results import dicom_results
+    from cxr_infer.pacs.worker import ModelSpec
 
     configure_json_logging()
-    classifier = load_classifier(model_name, device, None)
-    model = ModelIdentity.of(classifier)
-    log_event(logging.INFO, "model_loaded", name=model.name, sha256=model.sha256, providers=classifier.providers)
+    with load_classifier(model_name, device, None) as classifier:  # fail here, not in every worker
+        model = ModelIdentity.of(classifier)
+        log_event(logging.INFO, "model_loaded", name=model.name, sha256=model.sha256, providers=classifier.providers)
+        spec = ModelSpec(str(classifier.info.path), device)
     config = ListenerConfig(
         aet=aet,
         port=port,
@@ -69,5 +70,4 @@ def serve_dicom(
         retry_initial=min(1.0, retry_max),
         retry_max=retry_max,
     )
-    with classifier:
-        Listener(lambda ds: dicom_results(classifier, ds, model).datasets, config).serve_forever()
+    Listener(spec, config).serve_forever()

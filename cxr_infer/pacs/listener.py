@@ -3,7 +3,7 @@
 A received object is checked first (CR or DX with a frontal ViewPosition; anything else is
 logged and acknowledged, never failed, since a PACS routing a whole study to us must not see
 errors for its lateral views or reports). A selected object is written to the spool and only
-then acknowledged; a fixed pool of worker threads classifies spooled inputs (bounded CPU use
+then acknowledged; a fixed pool of worker processes classifies spooled inputs (bounded CPU use
 whatever the number of associations), and the :class:`Forwarder` sends the results on.
 Restarting on the same spool resumes everything that was acknowledged but not finished.
 """
@@ -11,22 +11,24 @@ Restarting on the same spool resumes everything that was acknowledged but not fi
 from __future__ import annotations
 
 import logging
-import queue
+import multiprocessing
 import signal
 import threading
 import time
-from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 from pydicom import Dataset
 from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, evt
 from pynetdicom.sop_class import Verification
 
-from cxr_infer.dicom import read_dataset
 from cxr_infer.pacs.forwarder import Destination, Forwarder
-from cxr_infer.pacs.logs import log_event
+from cxr_infer.pacs.logs import LOGGER, log_event
 from cxr_infer.pacs.spool import Spool
+from cxr_infer.pacs.worker import ModelSpec, classify_spooled, init_worker
 
 SELECTED_MODALITIES = ("CR", "DX")
 FRONTAL_VIEWS = ("PA", "AP")
@@ -34,8 +36,6 @@ STATUS_SUCCESS = 0x0000
 STATUS_OUT_OF_RESOURCES = 0xA700
 STATUS_CANNOT_UNDERSTAND = 0xC000
 STOP_TIMEOUT_S = 60  # a C-STORE in flight may take this long; what is unsent stays spooled anyway
-
-MakeResults = Callable[[Dataset], Sequence[Dataset]]
 
 
 def rejection_reason(ds: Dataset) -> str | None:
@@ -67,12 +67,13 @@ class ListenerConfig:
 class Listener:
     """Storage SCP + spool + classification workers + forwarder, started and stopped together."""
 
-    def __init__(self, make_results: MakeResults, config: ListenerConfig):
+    def __init__(self, model: ModelSpec, config: ListenerConfig):
         self.config = config
         self.spool = Spool(config.spool)
-        self._make_results = make_results
-        self._queue: queue.Queue[Path | None] = queue.Queue()
-        self._workers = [threading.Thread(target=self._work, name=f"cxr-worker-{i}", daemon=True) for i in range(config.workers)]
+        self._model = model
+        self._pool: ProcessPoolExecutor | None = None
+        self._pending: set[Future] = set()
+        self._pending_lock = threading.Lock()
         self.forwarder = (
             Forwarder(self.spool, config.forward, config.aet, config.retry_initial, config.retry_max) if config.forward else None
         )
@@ -87,11 +88,12 @@ class Listener:
     def start(self) -> None:
         """Resume the spool, start workers and forwarder, then accept associations."""
         self.spool.open()
+        # forkserver: workers must not inherit this process's threads (server, onnxruntime)
+        context = multiprocessing.get_context("forkserver")
+        self._pool = ProcessPoolExecutor(self.config.workers, mp_context=context, initializer=init_worker, initargs=(self._model,))
         resumed = self.spool.incoming()
         for path in resumed:
-            self._queue.put(path)
-        for worker in self._workers:
-            worker.start()
+            self._submit(path)
         if self.forwarder:
             self.forwarder.start()
         handlers = [(evt.EVT_C_STORE, self._on_store), (evt.EVT_C_ECHO, self._on_echo)]
@@ -122,10 +124,8 @@ class Listener:
         self._stopped.set()
         if self._server:
             self._server.shutdown()
-        for _ in self._workers:
-            self._queue.put(None)
-        for worker in self._workers:
-            worker.join()
+        if self._pool:
+            self._pool.shutdown(wait=True, cancel_futures=True)
         if self.forwarder:
             self.forwarder.stop(timeout=STOP_TIMEOUT_S)
         log_event(logging.INFO, "stopped", pending_inputs=len(self.spool.incoming()), pending_results=len(self.spool.results()))
@@ -144,7 +144,7 @@ class Listener:
         """Wait until every spooled input is classified and (when forwarding) every result sent."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if self._queue.unfinished_tasks == 0 and not (self.forwarder and self.spool.results()):
+            if not self._pending and not (self.forwarder and self.spool.results()):
                 return True
             time.sleep(0.1)
         return False
@@ -170,37 +170,51 @@ class Listener:
         except OSError as error:
             log_event(logging.ERROR, "spool_failed", reason=str(error), **fields)
             return STATUS_OUT_OF_RESOURCES
-        self._queue.put(path)
         log_event(logging.INFO, "received", file=path.name, **fields)
+        self._submit(path)
         return STATUS_SUCCESS
 
-    def _work(self) -> None:
-        """Classify queued inputs until stopped; after a stop the rest stays spooled for the next start."""
-        while (path := self._queue.get()) is not None:
-            try:
-                if not self._stopped.is_set():
-                    self._process(path)
-            finally:
-                self._queue.task_done()
-        self._queue.task_done()
-
-    def _process(self, path: Path) -> None:
-        """Classify one spooled input; an input that cannot be classified goes to ``failed/``."""
-        try:
-            source = read_dataset(path)
-            results = self._make_results(source)
-            written = self.spool.put_results(path, list(results))
-        except Exception as error:
-            reason = f"{type(error).__name__}: {error}"
-            self.spool.fail(path, reason)
-            log_event(logging.ERROR, "classification_failed", file=path.name, reason=reason)
+    def _submit(self, path: Path) -> None:
+        """Queue one spooled input for a worker; after a stop it waits in the spool instead."""
+        if self._stopped.is_set():
             return
-        log_event(
-            logging.INFO,
-            "classified",
-            file=path.name,
-            sop_instance_uid=source.SOPInstanceUID,
-            results=[p.name for p in written],
-        )
-        if self.forwarder:
-            self.forwarder.wake()
+        try:
+            future = self._pool.submit(classify_spooled, path, self.spool.root)
+        except (RuntimeError, BrokenProcessPool) as error:  # shut down, or a worker died
+            log_event(logging.ERROR, "not_queued", file=path.name, reason=str(error))
+            return
+        with self._pending_lock:
+            self._pending.add(future)
+        future.add_done_callback(partial(self._finish, path))
+
+    def _finish(self, path: Path, future: Future) -> None:
+        """Move a worker's results into place; an input it could not classify goes to ``failed/``."""
+        try:
+            if future.cancelled():
+                return  # stopped before its turn: it stays in incoming/ for the next start
+            error = future.exception()
+            if isinstance(error, BrokenProcessPool):
+                log_event(logging.CRITICAL, "worker_died", file=path.name, reason=str(error))
+                return  # not this input's fault: it stays in incoming/ for the next start
+            if error is not None:
+                reason = f"{type(error).__name__}: {error}"
+                self.spool.fail(path, reason)
+                log_event(logging.ERROR, "classification_failed", file=path.name, reason=reason)
+                return
+            classified = future.result()
+            written = self.spool.put_results(path, classified.staged)
+            log_event(
+                logging.INFO,
+                "classified",
+                file=path.name,
+                sop_instance_uid=classified.sop_instance_uid,
+                label=classified.label,
+                results=[p.name for p in written],
+            )
+            if self.forwarder:
+                self.forwarder.wake()
+        except Exception:  # a callback must never die silently
+            LOGGER.exception("finish_failed", extra={"fields": {"file": path.name}})
+        finally:
+            with self._pending_lock:
+                self._pending.discard(future)

@@ -34,10 +34,12 @@ class ResultsError(RuntimeError):
 
 @dataclass(frozen=True)
 class DicomResults:
-    """The Secondary Capture and the Structured Report made for one source instance."""
+    """The Secondary Capture and the Structured Report made for one source instance, and the
+    predicted class they report."""
 
     secondary_capture: Dataset
     structured_report: Dataset
+    label: str
 
     @property
     def datasets(self) -> list[Dataset]:
@@ -62,7 +64,7 @@ def build_results(source: Dataset, image: np.ndarray, prediction: Prediction, mo
         overlay = cv2.cvtColor(to_display(image), cv2.COLOR_GRAY2BGR)
     sc = secondary_capture(source, overlay, prediction.label, prediction.probabilities, model)
     sr = structured_report(source, sc, prediction.label, prediction.probabilities, model)
-    return DicomResults(sc, sr)
+    return DicomResults(sc, sr, prediction.label)
 
 
 def dicom_results(classifier: Classifier, source: Dataset, model: ModelIdentity | None = None) -> DicomResults:

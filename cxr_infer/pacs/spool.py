@@ -7,9 +7,10 @@ Layout under the spool root:
   SOP Instance UID, so a result made twice overwrites itself), or kept when nothing forwards;
 - ``failed/``: inputs that cannot be classified, each with a ``.txt`` saying why.
 
-Every file appears by an atomic rename of a fully written, fsynced temporary file, so a crash
-leaves either the whole file or a ``.tmp`` that :meth:`Spool.open` sweeps away (such a file was
-never acknowledged). A restart resumes from ``incoming/`` and ``results/``.
+Every file appears by an atomic rename of a fully written, fsynced temporary file (worker
+processes stage results, the listener renames them into place), so a crash leaves either the
+whole file or a ``.tmp`` that :meth:`Spool.open` sweeps away (nothing acknowledged or finished
+is ever only a ``.tmp``). A restart resumes from ``incoming/`` and ``results/``.
 """
 
 from __future__ import annotations
@@ -55,14 +56,18 @@ class Spool:
     def results(self) -> list[Path]:
         return _listing(self.results_dir)
 
-    def put_results(self, source: Path, results: list[Dataset]) -> list[Path]:
-        """Store the results of one spooled input, then retire the input.
+    def stage(self, ds: Dataset) -> Path:
+        """Write one result under a unique temporary name (any process may do this)."""
+        return _save_synced(self.results_dir / f"{ds.SOPInstanceUID}.dcm.{uuid.uuid4().hex[:8]}{TMP_SUFFIX}", ds)
+
+    def put_results(self, source: Path, staged: list[Path]) -> list[Path]:
+        """Move the staged results of one input into place, then retire the input.
 
         In that order: a crash in between leaves the input, which is classified again and
-        yields the same UIDs, so the result files are overwritten, not duplicated.
+        yields the same UIDs, so the result files are replaced, not duplicated.
         """
         with self._results_lock:
-            paths = [write_dataset(self.results_dir / f"{ds.SOPInstanceUID}.dcm", ds) for ds in results]
+            paths = [path.replace(self.results_dir / (path.name.split(".dcm.")[0] + ".dcm")) for path in staged]
         source.unlink(missing_ok=True)
         return paths
 
@@ -85,10 +90,12 @@ class Spool:
 
 def write_dataset(path: Path, ds: Dataset) -> Path:
     """Write ``ds`` as a Part-10 file that appears complete or not at all."""
-    tmp = path.with_name(path.name + TMP_SUFFIX)
-    ds.save_as(tmp, enforce_file_format=True)
-    _fsync(tmp)
-    os.replace(tmp, path)
+    return _save_synced(path.with_name(path.name + TMP_SUFFIX), ds).replace(path)
+
+
+def _save_synced(path: Path, ds: Dataset) -> Path:
+    ds.save_as(path, enforce_file_format=True)
+    _fsync(path)
     return path
 
 

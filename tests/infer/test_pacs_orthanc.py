@@ -19,7 +19,7 @@ from cxr_infer.dicom import read_dataset
 from cxr_infer.pacs.forwarder import Destination
 from cxr_infer.pacs.identity import ModelIdentity, result_uid
 from cxr_infer.pacs.listener import Listener, ListenerConfig
-from cxr_infer.pacs.results import dicom_results
+from cxr_infer.pacs.worker import ModelSpec
 from cxr_infer.pacs.secondary_capture import NOT_FOR_DIAGNOSTIC_USE
 
 LISTENER_AET = "CXRTEST"
@@ -31,7 +31,7 @@ def model(pacs_classifier) -> ModelIdentity:
     return ModelIdentity.of(pacs_classifier)
 
 
-def start_listener(pacs_classifier, model, spool: Path, orthanc, **settings) -> Listener:
+def start_listener(model_path: Path, spool: Path, orthanc, **settings) -> Listener:
     config = ListenerConfig(
         aet=LISTENER_AET,
         port=0,
@@ -42,7 +42,7 @@ def start_listener(pacs_classifier, model, spool: Path, orthanc, **settings) -> 
         retry_max=1.0,
         **settings,
     )
-    listener = Listener(lambda ds: dicom_results(pacs_classifier, ds, model).datasets, config)
+    listener = Listener(ModelSpec(str(model_path), "cpu"), config)
     listener.start()
     return listener
 
@@ -64,8 +64,8 @@ def storescu(port: int, aet: str, files: list[Path]) -> subprocess.CompletedProc
     )
 
 
-def test_results_arrive_in_the_source_study(orthanc, pacs_classifier, model, tmp_path, external_jpegs):
-    listener = start_listener(pacs_classifier, model, tmp_path / "spool", orthanc)
+def test_results_arrive_in_the_source_study(orthanc, tiny_model_path, model, tmp_path, external_jpegs):
+    listener = start_listener(tiny_model_path, tmp_path / "spool", orthanc)
     try:
         for port, aet in ((listener.port, LISTENER_AET), (orthanc.dicom_port, orthanc.aet)):  # us, and the PACS's own copy
             sent = storescu(port, aet, DICOMS)
@@ -102,7 +102,7 @@ def test_results_arrive_in_the_source_study(orthanc, pacs_classifier, model, tmp
     assert orthanc.get("/statistics")["CountInstances"] == 4 + 2 * 4
 
 
-def test_outage_and_restart_lose_nothing(orthanc, tiny_model_path, tmp_path, pacs_classifier, model, external_jpegs):
+def test_outage_and_restart_lose_nothing(orthanc, tiny_model_path, tmp_path, model, external_jpegs):
     """Results made while the PACS is down wait in the spool, survive a SIGTERM of the
     listener, and arrive once a restarted listener finds the PACS back."""
     orthanc.stop()
@@ -136,13 +136,13 @@ def test_outage_and_restart_lose_nothing(orthanc, tiny_model_path, tmp_path, pac
     assert list((spool / "results").glob("*.dcm")) == [] and list((spool / "incoming").glob("*.dcm")) == []
 
 
-def test_load_of_concurrent_associations_loses_and_duplicates_nothing(orthanc, pacs_classifier, model, tmp_path, external_jpegs):
+def test_load_of_concurrent_associations_loses_and_duplicates_nothing(orthanc, tiny_model_path, model, tmp_path, external_jpegs):
     associations, per_association = 20, 15
     images = [
         [radiograph_dataset(external_jpegs[(a * per_association + i) % len(external_jpegs)], max_side=96) for i in range(per_association)]
         for a in range(associations)
     ]
-    listener = start_listener(pacs_classifier, model, tmp_path / "spool", orthanc, max_associations=associations + 2)
+    listener = start_listener(tiny_model_path, tmp_path / "spool", orthanc, max_associations=associations + 2)
     try:
         started = time.perf_counter()
         with ThreadPoolExecutor(associations) as pool:

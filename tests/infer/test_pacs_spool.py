@@ -45,10 +45,10 @@ def test_results_replace_the_input_and_a_newer_result_is_not_retired(tmp_path, e
     spool = Spool(tmp_path).open()
     source, result = (radiograph_dataset(path, max_side=64) for path in external_jpegs[:2])
     incoming = spool.put_incoming(encoded(source))
-    (written,) = spool.put_results(incoming, [result])
-    assert spool.incoming() == [] and spool.results() == [written]
+    (written,) = spool.put_results(incoming, [spool.stage(result)])
+    assert spool.incoming() == [] and spool.results() == [written] and written.name == f"{result.SOPInstanceUID}.dcm"
     sent_version = written.stat().st_ino
-    spool.put_results(spool.put_incoming(encoded(source)), [result])  # made again while being sent
+    spool.put_results(spool.put_incoming(encoded(source)), [spool.stage(result)])  # made again while being sent
     assert spool.retire_result(written, sent_version) is False and spool.results() == [written]
     assert spool.retire_result(written, written.stat().st_ino) is True and spool.results() == []
 
