@@ -50,3 +50,5 @@ def test_int8_export_runs_and_reports_agreement(tiny_checkpoint_path, tmp_path):
     ops = {node.name: node.op_type for node in model.graph.node}
     assert "QuantizeLinear" in ops.values() and "DequantizeLinear" in ops.values()
     assert not {ops[name] for name in explain_only_nodes(model)} & {"QuantizeLinear", "DequantizeLinear"}
+    producers = {out: node.op_type for node in model.graph.node for out in node.output}
+    assert producers["logits"] == "Gemm" and producers["probs"] == "Softmax"  # float, not dequantized
