@@ -126,6 +126,7 @@ class Trainer:
     epoch: int = 0
     best_f1: float = -1.0
     stale: int = 0
+    seconds: float = 0.0  # training wall time so far, carried across --resume
 
     def batches(self, n: int) -> list[torch.Tensor]:
         """This epoch's index batches: a seeded permutation, or class-balanced draws with replacement.
@@ -170,6 +171,7 @@ class Trainer:
             "torch_rng": torch.get_rng_state(),
             "best_f1": self.best_f1,
             "stale": self.stale,
+            "seconds": self.seconds,
         }
 
     def restore(self, checkpoint: Checkpoint) -> None:
@@ -183,6 +185,7 @@ class Trainer:
         self.aug_generator.set_state(state["aug_generator"])
         torch.set_rng_state(state["torch_rng"])
         self.epoch, self.best_f1, self.stale = checkpoint.epoch, state["best_f1"], state["stale"]
+        self.seconds = state["seconds"]
 
 
 def make_optimizer(config: FitConfig, model: nn.Module) -> torch.optim.Optimizer:
@@ -244,70 +247,85 @@ def build_trainer(config: FitConfig, train: LabelledSet, weights: list[float], d
     )
 
 
+def provenance(config: FitConfig, command: str, train: LabelledSet, val: LabelledSet, spec: PreprocessSpec,
+               weights: list[float], device: torch.device, bf16: bool) -> dict[str, Any]:
+    """The checkpoint fields that stay fixed for a whole run (what, on which data, how)."""
+    return {
+        "model": config.model,
+        "classes": train.classes,
+        "preprocess": spec,
+        "target_layer": get_model_spec(config.model).target_layer,
+        "class_weights": weights if config.class_weights else None,
+        "trained_on": {
+            "datasets": [dataset_name(train.root)],
+            "validation": dataset_name(val.root),
+            "file_list_sha256": train.file_list_sha256(),
+            "counts": dict(zip(train.classes, train.counts())),
+        },
+        "args": {**asdict(config), "command": command, "device": device_description(device), "bf16": bf16},
+    }
+
+
+def snapshot(trainer: Trainer, fixed: dict[str, Any], val_name: str, val_report: dict, with_state: bool) -> Checkpoint:
+    """The model as it is now; ``with_state`` adds what ``--resume`` needs (``last.pt`` only)."""
+    return Checkpoint(
+        **{**fixed, "args": {**fixed["args"], "train_seconds": round(trainer.seconds, 1)}},
+        state_dict={k: v.detach().cpu().clone() for k, v in trainer.model.state_dict().items()},
+        metrics={val_name: val_report},
+        epoch=trainer.epoch,
+        training=trainer.training_state() if with_state else {},
+    )
+
+
+def run_epoch(trainer: Trainer, train: tuple[torch.Tensor, torch.Tensor], val: tuple[torch.Tensor, torch.Tensor],
+              classes: list[str]) -> dict[str, Any]:
+    """Train one epoch, score val, update best/stale; returns the ``log.jsonl`` entry."""
+    started = time.perf_counter()
+    train_loss, rate = trainer.train_epoch(*train)
+    report = classification_metrics(val[1].numpy(), predict_probs(trainer.model, val[0], trainer.device), classes)
+    trainer.epoch += 1
+    improved = report["macro_f1"] > trainer.best_f1
+    trainer.best_f1, trainer.stale = (report["macro_f1"], 0) if improved else (trainer.best_f1, trainer.stale + 1)
+    seconds = time.perf_counter() - started
+    trainer.seconds += seconds
+    return {"epoch": trainer.epoch, "train_loss": train_loss, "lr": trainer.scheduler.get_last_lr()[0],
+            "img_per_s": rate, "seconds": seconds, "best": improved, "val": report}
+
+
 def fit(config: FitConfig, command: str = "") -> Path:
     """Run the training; returns the path of ``best.pt``."""
     seed_everything(config.seed)
     if config.threads:
         torch.set_num_threads(config.threads)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    model_spec = get_model_spec(config.model)
-    spec = PreprocessSpec(size=config.image_size or model_spec.input_size)
+    spec = PreprocessSpec(size=config.image_size or get_model_spec(config.model).input_size)
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
     train, val = load_splits(config)
     weights = inverse_frequency_weights(train.counts())
     trainer = build_trainer(config, train, weights, device)
-    print(f"classes {train.classes}, train counts {train.counts()}, val counts {val.counts()}", file=sys.stderr)
-    print(f"class weights (inverse frequency) {[round(w, 4) for w in weights]}"
-          f"{'' if config.class_weights else ' (not used: --no-class-weights)'}", file=sys.stderr)
-    print(f"device {device}, bf16 autocast {trainer.bf16}, threads {torch.get_num_threads()}, "
-          f"image size {spec.size}", file=sys.stderr)
-    x_train, y_train = load_tensors(train, spec, out / "cache", threads=config.threads or 1)
-    x_val, y_val = load_tensors(val, spec, out / "cache", threads=config.threads or 1)
+    print(f"classes {train.classes}, train counts {train.counts()}, val counts {val.counts()}\n"
+          f"class weights (inverse frequency) {[round(w, 4) for w in weights]}"
+          f"{'' if config.class_weights else ' (not used: --no-class-weights)'}\n"
+          f"device {device}, bf16 autocast {trainer.bf16}, threads {torch.get_num_threads()}, image size {spec.size}",
+          file=sys.stderr)
+    tensors = [load_tensors(subset, spec, out / "cache", threads=config.threads or 1) for subset in (train, val)]
     if config.resume:
         trainer.restore(Checkpoint.load(config.resume))
         print(f"resumed from {config.resume} after epoch {trainer.epoch}", file=sys.stderr)
-
-    def checkpoint(with_state: bool) -> Checkpoint:
-        return Checkpoint(
-            model=config.model,
-            classes=train.classes,
-            state_dict={k: v.detach().cpu().clone() for k, v in trainer.model.state_dict().items()},
-            preprocess=spec,
-            target_layer=model_spec.target_layer,
-            class_weights=weights if config.class_weights else None,
-            trained_on={
-                "datasets": [dataset_name(train.root)],
-                "validation": dataset_name(val.root),
-                "file_list_sha256": train.file_list_sha256(),
-                "counts": dict(zip(train.classes, train.counts())),
-            },
-            metrics={dataset_name(val.root): val_report},
-            args={**asdict(config), "command": command, "device": device_description(device), "bf16": trainer.bf16},
-            epoch=trainer.epoch,
-            training=trainer.training_state() if with_state else {},
-        )
-
-    log = (out / "log.jsonl").open("a")
-    while trainer.epoch < config.epochs and (config.patience <= 0 or trainer.stale < config.patience):
-        started = time.perf_counter()
-        train_loss, rate = trainer.train_epoch(x_train, y_train)
-        val_report = classification_metrics(y_val.numpy(), predict_probs(trainer.model, x_val, device), train.classes)
-        trainer.epoch += 1
-        improved = val_report["macro_f1"] > trainer.best_f1
-        trainer.best_f1, trainer.stale = (val_report["macro_f1"], 0) if improved else (trainer.best_f1, trainer.stale + 1)
-        if improved:
-            checkpoint(with_state=False).save(out / "best.pt")
-        checkpoint(with_state=True).save(out / "last.pt")
-        seconds = time.perf_counter() - started
-        entry = {"epoch": trainer.epoch, "train_loss": train_loss, "lr": trainer.scheduler.get_last_lr()[0],
-                 "img_per_s": rate, "seconds": seconds, "best": improved, "val": val_report}
-        log.write(json.dumps(entry) + "\n")
-        log.flush()
-        recall = {c: round(v["recall"], 3) for c, v in val_report["per_class"].items()}
-        print(f"epoch {trainer.epoch}: loss {train_loss:.4f}, val macro-F1 {val_report['macro_f1']:.4f} "
-              f"recall {recall}, {rate:.1f} img/s, {seconds:.0f} s{' *best*' if improved else ''}", file=sys.stderr)
-    log.close()
+    fixed = provenance(config, command, train, val, spec, weights, device, trainer.bf16)
+    with (out / "log.jsonl").open("a") as log:
+        while trainer.epoch < config.epochs and (config.patience <= 0 or trainer.stale < config.patience):
+            entry = run_epoch(trainer, tensors[0], tensors[1], train.classes)
+            if entry["best"]:
+                snapshot(trainer, fixed, dataset_name(val.root), entry["val"], with_state=False).save(out / "best.pt")
+            snapshot(trainer, fixed, dataset_name(val.root), entry["val"], with_state=True).save(out / "last.pt")
+            log.write(json.dumps(entry) + "\n")
+            log.flush()
+            recall = {c: round(v["recall"], 3) for c, v in entry["val"]["per_class"].items()}
+            print(f"epoch {entry['epoch']}: loss {entry['train_loss']:.4f}, val macro-F1 {entry['val']['macro_f1']:.4f} "
+                  f"recall {recall}, {entry['img_per_s']:.1f} img/s, {entry['seconds']:.0f} s"
+                  f"{' *best*' if entry['best'] else ''}", file=sys.stderr)
     if trainer.stale >= config.patience > 0:
         print(f"early stop: no val macro-F1 gain for {config.patience} epochs", file=sys.stderr)
     return out / "best.pt"
@@ -317,4 +335,16 @@ def device_description(device: torch.device) -> str:
     """Hardware line for model cards: GPU name, or CPU model and thread count."""
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    return f"CPU {platform.processor() or platform.machine()} ({torch.get_num_threads()} threads, {torch.backends.cpu.get_cpu_capability()})"
+    return f"CPU {cpu_name()} ({torch.get_num_threads()} threads, {torch.backends.cpu.get_cpu_capability()})"
+
+
+def cpu_name() -> str:
+    """The CPU model from /proc/cpuinfo (Linux), else what ``platform`` knows."""
+    try:
+        with open("/proc/cpuinfo") as info:
+            for line in info:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
