@@ -8,11 +8,22 @@ from pathlib import Path
 import click
 
 from cxr_infer import __version__
-from cxr_infer.plugins import describe_plugins
+from cxr_infer.plugins import PluginError, describe_plugins
 from cxr_train.plugins import get_plugin_manager
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class Commands(click.Group):
+    """Reports a plugin that raises as one line naming it (``Error: plugin 'x' failed in hook ...``),
+    not as a traceback, whichever command asked for the registry."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except PluginError as error:
+            raise click.ClickException(str(error)) from error
+
+
+@click.group(cls=Commands, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="cxr-train")
 def main() -> None:
     """Train, evaluate and export chest X-ray classifiers."""

@@ -287,6 +287,14 @@ class RaisingReaderPlugin:
         raise OSError("codec library missing")
 
 
+def test_cxr_train_names_a_plugin_raising_in_registration(plugin, tmp_path: Path) -> None:
+    plugin("broken-models", RaisingModelPlugin())
+    args = ["fit", "--data", str(DATA / "cxr3-internal"), "--model", "simplecnn", "--epochs", "1", "--out", str(tmp_path)]
+    result = CliRunner().invoke(train_main, args)
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit)  # an error line, not a traceback
+    assert "Error: plugin 'broken-models' failed in hook register_models: RuntimeError: weights missing" in result.output
+
+
 def test_cxr_infer_names_a_plugin_raising_in_registration_and_exits_2(plugin, tiny_model_path: Path, tmp_path: Path) -> None:
     plugin("broken-reader", RaisingReaderPlugin())
     result = CliRunner().invoke(infer_main, [str(DATA / "dicom"), "--model", str(tiny_model_path), "--out", str(tmp_path)])
