@@ -15,6 +15,7 @@ import multiprocessing
 import signal
 import threading
 import time
+from collections import Counter
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
@@ -36,6 +37,7 @@ STATUS_SUCCESS = 0x0000
 STATUS_OUT_OF_RESOURCES = 0xA700
 STATUS_CANNOT_UNDERSTAND = 0xC000
 STOP_TIMEOUT_S = 60  # a C-STORE in flight may take this long; what is unsent stays spooled anyway
+MAX_WORKER_DEATHS = 2  # an input in flight at this many worker deaths is set aside as the likely cause
 
 
 def rejection_reason(ds: Dataset) -> str | None:
@@ -72,8 +74,10 @@ class Listener:
         self.spool = Spool(config.spool)
         self._model = model
         self._pool: ProcessPoolExecutor | None = None
+        self._pool_lock = threading.Lock()
         self._pending: set[Future] = set()
         self._pending_lock = threading.Lock()
+        self._deaths: Counter[Path] = Counter()
         self.forwarder = (
             Forwarder(self.spool, config.forward, config.aet, config.retry_initial, config.retry_max) if config.forward else None
         )
@@ -88,9 +92,7 @@ class Listener:
     def start(self) -> None:
         """Resume the spool, start workers and forwarder, then accept associations."""
         self.spool.open()
-        # forkserver: workers must not inherit this process's threads (server, onnxruntime)
-        context = multiprocessing.get_context("forkserver")
-        self._pool = ProcessPoolExecutor(self.config.workers, mp_context=context, initializer=init_worker, initargs=(self._model,))
+        self._pool = self._new_pool()
         resumed = self.spool.incoming()
         for path in resumed:
             self._submit(path)
@@ -124,8 +126,10 @@ class Listener:
         self._stopped.set()
         if self._server:
             self._server.shutdown()
-        if self._pool:
-            self._pool.shutdown(wait=True, cancel_futures=True)
+        with self._pool_lock:
+            pool = self._pool
+        if pool:
+            pool.shutdown(wait=True, cancel_futures=True)
         if self.forwarder:
             self.forwarder.stop(timeout=STOP_TIMEOUT_S)
         log_event(logging.INFO, "stopped", pending_inputs=len(self.spool.incoming()), pending_results=len(self.spool.results()))
@@ -174,28 +178,53 @@ class Listener:
         self._submit(path)
         return STATUS_SUCCESS
 
+    def _new_pool(self) -> ProcessPoolExecutor:
+        # forkserver: workers must not inherit this process's threads (server, onnxruntime)
+        context = multiprocessing.get_context("forkserver")
+        return ProcessPoolExecutor(self.config.workers, mp_context=context, initializer=init_worker, initargs=(self._model,))
+
     def _submit(self, path: Path) -> None:
         """Queue one spooled input for a worker; after a stop it waits in the spool instead."""
         if self._stopped.is_set():
             return
-        try:
-            future = self._pool.submit(classify_spooled, path, self.spool.root)
-        except (RuntimeError, BrokenProcessPool) as error:  # shut down, or a worker died
-            log_event(logging.ERROR, "not_queued", file=path.name, reason=str(error))
-            return
+        with self._pool_lock:
+            pool = self._pool
+            try:
+                future = pool.submit(classify_spooled, path, self.spool.root)
+            except BrokenProcessPool:  # a worker died while idle: start afresh
+                log_event(logging.WARNING, "workers_restarted", reason="a worker process died while idle")
+                self._pool = pool = self._new_pool()
+                future = pool.submit(classify_spooled, path, self.spool.root)
+            except RuntimeError as error:  # shut down meanwhile: the input waits in the spool
+                log_event(logging.WARNING, "not_queued", file=path.name, reason=str(error))
+                return
         with self._pending_lock:
             self._pending.add(future)
-        future.add_done_callback(partial(self._finish, path))
+        future.add_done_callback(partial(self._finish, path, pool))
 
-    def _finish(self, path: Path, future: Future) -> None:
+    def _after_worker_death(self, path: Path, pool: ProcessPoolExecutor, error: BaseException) -> None:
+        """A worker process died (a crashing decoder, the OOM killer): every input in flight fails
+        with the pool. Retry each on a new pool; one in flight at repeated deaths is the likely
+        cause and goes to ``failed/``, so a poisonous file cannot stop the listener."""
+        self._deaths[path] += 1
+        log_event(logging.ERROR, "worker_died", file=path.name, deaths=self._deaths[path], reason=str(error))
+        if self._deaths[path] >= MAX_WORKER_DEATHS:
+            self.spool.fail(path, f"a worker process died {self._deaths[path]} times while classifying it")
+            return
+        with self._pool_lock:
+            if self._pool is pool and not self._stopped.is_set():
+                self._pool = self._new_pool()
+        self._submit(path)
+
+    def _finish(self, path: Path, pool: ProcessPoolExecutor, future: Future) -> None:
         """Move a worker's results into place; an input it could not classify goes to ``failed/``."""
         try:
             if future.cancelled():
                 return  # stopped before its turn: it stays in incoming/ for the next start
             error = future.exception()
             if isinstance(error, BrokenProcessPool):
-                log_event(logging.CRITICAL, "worker_died", file=path.name, reason=str(error))
-                return  # not this input's fault: it stays in incoming/ for the next start
+                self._after_worker_death(path, pool, error)
+                return
             if error is not None:
                 reason = f"{type(error).__name__}: {error}"
                 self.spool.fail(path, reason)
