@@ -179,8 +179,9 @@ class Listener:
         return STATUS_SUCCESS
 
     def _new_pool(self) -> ProcessPoolExecutor:
-        # forkserver: workers must not inherit this process's threads (server, onnxruntime)
-        context = multiprocessing.get_context("forkserver")
+        # not fork: workers must not inherit this process's threads (server, onnxruntime)
+        method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
+        context = multiprocessing.get_context(method)
         return ProcessPoolExecutor(self.config.workers, mp_context=context, initializer=init_worker, initargs=(self._model,))
 
     def _submit(self, path: Path) -> None:
