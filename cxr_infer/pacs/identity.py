@@ -20,13 +20,11 @@ MANUFACTURER = "cxr-toolkit"
 
 @dataclass(frozen=True)
 class ModelIdentity:
-    """Name, version (architecture and export time) and ONNX file sha256 of the model, plus its
-    class names in output order."""
+    """Name, version (architecture and export time) and ONNX file sha256 of the model."""
 
     name: str
     version: str
     sha256: str
-    classes: tuple[str, ...]
 
     @classmethod
     def of(cls, classifier) -> "ModelIdentity":
@@ -36,7 +34,6 @@ class ModelIdentity:
             name=info.name or Path(info.path).stem or info.model,
             version=f"{info.model} {info.exported_at}",
             sha256=info.sha256,
-            classes=tuple(classifier.classes),
         )
 
     @property
