@@ -11,6 +11,7 @@ from benchmarks import report
 from benchmarks.harness import PARTS, Config, run_part
 
 HERE = Path(__file__).resolve().parent
+TINY = HERE.parent / ".cache" / "benchmarks" / "tiny"
 
 
 def _ints(value: str) -> tuple[int, ...]:
@@ -24,12 +25,13 @@ def main() -> None:
 
 @main.command()
 @click.option("--part", type=click.Choice((*PARTS, "all")), default="all", show_default=True)
-@click.option("--tiny", is_flag=True, help="Smoke-test scale: a small random SimpleCNN, seconds not minutes.")
+@click.option("--tiny", is_flag=True, help="Smoke-test scale: a small random SimpleCNN, seconds not minutes "
+              "(results go to .cache/benchmarks/tiny unless --out is given).")
 @click.option("--models", help="Comma-separated architectures (default: simplecnn,resnet50).")
 @click.option("--batches", help="Comma-separated batch sizes (default: 1,8,32).")
 @click.option("--repeats", type=click.IntRange(1), help="Interleaved repeats per variant (default: 5).")
 @click.option("--threads", type=click.IntRange(1), help="Threads for onnxruntime and torch (default: usable CPUs).")
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=HERE, show_default=True)
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), help=f"Results folder [default: {HERE.name}/].")
 @click.option("--work", type=click.Path(file_okay=False, path_type=Path), help="Cache of exported models.")
 @click.option("--onnx", multiple=True, type=click.Path(dir_okay=False, exists=True, path_type=Path),
               help="Measure this ONNX file (repeatable: explain, plain and int8 files of one model).")
@@ -42,7 +44,8 @@ def run(part, tiny, models, batches, repeats, threads, out, work, onnx, checkpoi
     int8) when torch is installed, or a random-init one if none exists; without torch the
     shipped exported/*.onnx files are measured.
     """
-    config = Config.tiny(work or out / ".work") if tiny else Config()
+    config = Config.tiny(work or TINY) if tiny else Config()
+    out = out or (TINY if tiny else HERE)
     overrides = {"models": models and tuple(models.split(",")), "batches": batches and _ints(batches),
                  "repeats": repeats, "threads": threads, "work": work, "onnx": onnx, "checkpoints": checkpoint}
     config = replace(config, **{k: v for k, v in overrides.items() if v})

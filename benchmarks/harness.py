@@ -95,9 +95,13 @@ def run_part(part: str, config: Config, out: Path) -> Path:
     if reason is not None:
         result.update({"models": {}, "throughput": [], "skipped": [{"reason": reason}]})
     else:
-        models = select_models(config, int8=part == "cpu")
+        found = select_models(config, int8=part == "cpu")
+        models = [m for m in found if m.explain or m.plain]
         result["models"] = describe_models(models)
         result.update((cpu.run if part == "cpu" else gpu.run)(config, models))
+        result.setdefault("skipped", []).extend(
+            {"model": m.arch, "reason": f"no fp32 ONNX file: {m.source}"} for m in found if m not in models
+        )
     result["load_after"] = machine.load_average()
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"results-{part}.json"

@@ -87,7 +87,7 @@ def _trained(kinds: dict[str, Path]) -> bool:
 def shipped(arch: str, folder: Path = EXPORTED) -> ModelFiles:
     """The shipped files of ``arch`` in ``exported/`` (empty when none ships)."""
     groups = [m for m in from_files(sorted(folder.glob("*.onnx"))) if m.arch == arch]
-    return groups[0] if groups else ModelFiles(arch, None, source=f"nothing shipped in {folder.name}/")
+    return groups[0] if groups else ModelFiles(arch, None, source=f"none in {shown(folder)}/ and no torch to export one")
 
 
 def newest_trained(arch: str, runs: Path = RUNS) -> Path | None:

@@ -73,6 +73,7 @@ def header_section(result: dict[str, Any]) -> list[str]:
 
 def cpu_section(result: dict[str, Any]) -> list[str]:
     lines = ["## CPU", ""] + header_section(result) + machine_section(result)
+    lines += [f"- not measured: {s['model']}: {s['reason']}" for s in result.get("skipped", [])]
     lines += ["### Ratios against the targets", "",
               "Each ratio is taken per repeat between interleaved runs, then summarized: median [IQR].", ""]
     lines += table(["measurement", "model", "batch", "ratio", "median [IQR]", "target"], [
