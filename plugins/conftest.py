@@ -25,7 +25,7 @@ def _team_fixtures():
 
 
 _team = _team_fixtures()
-make_checkpoint, tiny_checkpoint_path, tiny_model_path = _team.make_checkpoint, _team.tiny_checkpoint_path, _team.tiny_model_path
+tiny_checkpoint_path, tiny_model_path = _team.tiny_checkpoint_path, _team.tiny_model_path
 
 
 @pytest.fixture(scope="session")
