@@ -122,7 +122,7 @@ def choose_reader(path: Path, readers: dict[str, Reader]) -> Reader:
     with open(path, "rb") as handle:
         head = handle.read(512)
     for reader in readers.values():
-        if reader.sniff is not None and reader.sniff(head):
+        if reader.sniff is not None and _claims(reader, head):
             return reader
     suffix = path.suffix.lower()
     for reader in readers.values():
@@ -147,6 +147,14 @@ def read_image(path: str | Path, readers: dict[str, Reader] | None = None) -> np
         raise ReadError("file not found") from None
     except Exception as error:
         raise ReadError(f"{type(error).__name__}: {error}{_origin(reader)}") from error
+
+
+def _claims(reader: Reader, head: bytes) -> bool:
+    """Ask a reader's ``sniff`` about a file; one that raises is named, like a failing ``read``."""
+    try:
+        return bool(reader.sniff(head))
+    except Exception as error:
+        raise ReadError(f"{type(error).__name__} while sniffing: {error}{_origin(reader)}") from error
 
 
 def _origin(reader: Reader | None) -> str:

@@ -33,7 +33,7 @@ from cxr_infer.plugins import (
     process_result,
     reset_plugin_manager,
 )
-from cxr_infer.readers import available_readers, read_image
+from cxr_infer.readers import ReadError, available_readers, read_image
 from cxr_infer.writers import available_writers
 from cxr_train import hookspecs as train_hookspecs
 from cxr_train.augment import available_augmentations, build_pipeline
@@ -199,6 +199,19 @@ def test_hook_register_readers_failure_is_that_files_error_row(plugin, tmp_path:
     assert [Path(row["path"]).name for row in rows] == ["a.npy", "bad.npy", "c.npy"]
     assert rows[0]["label"] and rows[0]["error"] == "" and rows[2]["error"] == ""
     assert "corrupt array header" in rows[1]["error"] and "plugin 'npy-reader'" in rows[1]["error"]
+
+
+class BrokenSniffPlugin:
+    @hookimpl
+    def register_readers(self, register):
+        register("broken-sniff", np.load, sniff=lambda head: head[1000])  # IndexError on every file
+
+
+def test_hook_register_readers_failing_sniff_is_named(plugin) -> None:
+    plugin("sniffer", BrokenSniffPlugin())
+    path = sorted((DATA / "cxr3-internal" / "test" / "covid").glob("*.jpg"))[0]
+    with pytest.raises(ReadError, match="IndexError while sniffing: .* \\(reader 'broken-sniff' of plugin 'sniffer'\\)"):
+        read_image(path)
 
 
 class TsvWriter:
