@@ -12,6 +12,7 @@ from typing import Any
 
 from benchmarks.folder import STAGES
 from benchmarks.harness import PARTS
+from benchmarks.throughput import ORT
 
 TITLES = {
     "onnx_vs_torch": "1. ONNX Runtime fp32 vs PyTorch eager",
@@ -19,7 +20,9 @@ TITLES = {
     "gradcam": "3. eager Grad-CAM vs our explain",
     "int8_speed": "4. int8 vs fp32 speed",
     "pipeline_vs_bare": "5. folder pipeline vs bare session",
+    "gflops": "6. achieved GFLOP/s vs matmul peak",
 }
+GFLOPS_TARGET = 0.9
 
 
 def load(out: Path) -> dict[str, dict[str, Any]]:
@@ -36,11 +39,31 @@ def spread(s: dict[str, float], digits: int = 2) -> str:
     return f"{s['median']:.{digits}f} [{s['q1']:.{digits}f}-{s['q3']:.{digits}f}]"
 
 
-def verdict(row: dict[str, Any]) -> str:
+def met(row: dict[str, Any]) -> bool | None:
+    """Whether a comparison's median meets its target (``None``: no target for this model)."""
     if row.get("target") is None:
-        return "(no target)"
-    met = row["ratio"]["median"] >= row["target"] if row["at_least"] else row["ratio"]["median"] <= row["target"]
-    return ("met" if met else "**missed**") + f" ({'>=' if row['at_least'] else '<='} {row['target']})"
+        return None
+    return row["ratio"]["median"] >= row["target"] if row["at_least"] else row["ratio"]["median"] <= row["target"]
+
+
+def ratio_rows(comparisons: list[dict[str, Any]]) -> tuple[list[int], list[list[Any]]]:
+    """One row per measurement and model, one column per batch size, and the verdict."""
+    batches = sorted({c["batch"] for c in comparisons})
+    groups: dict[tuple[str, str], dict[int, dict[str, Any]]] = {}
+    for c in comparisons:
+        groups.setdefault((c["comparison"], c["model"]), {})[c["batch"]] = c
+    rows = []
+    for (name, model), by_batch in groups.items():
+        first = next(iter(by_batch.values()))
+        verdicts = [met(c) for c in by_batch.values()]
+        target = "-" if first.get("target") is None else f"{'>=' if first['at_least'] else '<='} {first['target']}"
+        if verdicts[0] is None:
+            verdict = "-"
+        else:
+            verdict = "met" if all(verdicts) else "**missed** at some batch sizes" if any(verdicts) else "**missed**"
+        rows.append([TITLES[name], model, first["meaning"],
+                     *(spread(by_batch[b]["ratio"]) if b in by_batch else "-" for b in batches), target, verdict])
+    return batches, rows
 
 
 def machine_section(result: dict[str, Any]) -> list[str]:
@@ -76,10 +99,8 @@ def cpu_section(result: dict[str, Any]) -> list[str]:
     lines += [f"- not measured: {s['model']}: {s['reason']}" for s in result.get("skipped", [])]
     lines += ["### Ratios against the targets", "",
               "Each ratio is taken per repeat between interleaved runs, then summarized: median [IQR].", ""]
-    lines += table(["measurement", "model", "batch", "ratio", "median [IQR]", "target"], [
-        [TITLES[r["comparison"]], r["model"], r["batch"], r["meaning"], spread(r["ratio"]), verdict(r)]
-        for r in result["comparisons"]
-    ])
+    batches, rows = ratio_rows(result["comparisons"] + gflops_comparisons(result))
+    lines += table(["measurement", "model", "ratio", *(f"batch {b}" for b in batches), "target", "verdict"], rows)
     variants = sorted({v for r in result["throughput"] for v in r["img_s"]}, key=_variant_order(result))
     lines += accuracy_section(result)
     lines += ["### Throughput (images/s, median [IQR])", ""]
@@ -103,9 +124,9 @@ def cpu_section(result: dict[str, Any]) -> list[str]:
               f"Peak: float32 matmul {peak['size']}x{peak['size']}, " + ", ".join(
                   f"{lib} {spread(s, 1)} GFLOP/s" for lib, s in peak["by_library"].items()) +
               f"; the best median, {peak['best']:.1f} GFLOP/s, is the yardstick (target: >= 0.9 of it).", ""]
-    lines += table(["model", "batch", "variant", "GFLOP/image", "GFLOP/s", "fraction of peak"], [
+    lines += table(["model", "batch", "variant", "GFLOP/image", "GFLOP/s (median)", "fraction of peak"], [
         [g["model"], g["batch"], g["variant"], f"{g['gflop_per_image']:.2f}", f"{g['gflops']:.1f}",
-         f"{g['fraction_of_peak']:.2f}"] for g in result["gflops"]
+         spread(g["fraction_of_peak"])] for g in result["gflops"]
     ])
     lines += ["### Where onnxruntime spends the time (profiler, batch 8)", ""]
     lines += table(["model", "variant", "ms per run", "share of node time by operator"], [
@@ -113,6 +134,15 @@ def cpu_section(result: dict[str, Any]) -> list[str]:
         for arch, by_variant in result["profiles"].items() for variant, p in by_variant.items()
     ])
     return lines
+
+
+def gflops_comparisons(result: dict[str, Any]) -> list[dict[str, Any]]:
+    """Measurement 6 as ratio rows: ORT fp32 GFLOP/s over the matmul peak (one value per batch)."""
+    return [{
+        "comparison": "gflops", "model": g["model"], "batch": g["batch"], "meaning": "ORT fp32 GFLOP/s / matmul peak",
+        "ratio": g["fraction_of_peak"],
+        "target": GFLOPS_TARGET, "at_least": True,
+    } for g in result["gflops"] if g["variant"] == ORT]
 
 
 def _variant_order(result: dict[str, Any]):

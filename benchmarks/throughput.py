@@ -137,16 +137,18 @@ def compare(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def gflops(records: list[dict[str, Any]], flops_per_image: dict[str, float], peak_gflops: float) -> list[dict[str, Any]]:
-    """Achieved GFLOP/s of ORT fp32 and torch eager, as a fraction of the measured matmul peak."""
+    """Achieved GFLOP/s of ORT fp32 and torch eager, and as a fraction of the measured matmul
+    peak (median and IQR, from the images/s samples)."""
     rows = []
     for record in records:
         flops = flops_per_image.get(record["model"])
         for variant in (ORT, TORCH):
             if flops is None or variant not in record["img_s"]:
                 continue
-            achieved = record["img_s"][variant]["median"] * flops / 1e9
+            rate = record["img_s"][variant]
+            fraction = {k: rate[k] * flops / 1e9 / peak_gflops for k in ("median", "q1", "q3")}
             rows.append({
                 "model": record["model"], "batch": record["batch"], "variant": variant,
-                "gflop_per_image": flops / 1e9, "gflops": achieved, "fraction_of_peak": achieved / peak_gflops,
+                "gflop_per_image": flops / 1e9, "gflops": rate["median"] * flops / 1e9, "fraction_of_peak": fraction,
             })
     return rows
