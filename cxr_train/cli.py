@@ -194,7 +194,9 @@ def export(
 @click.option("--limit", type=int, default=None, help="At most this many images (class-balanced pick).")
 @click.option("--logits-tol", type=float, default=None, help="Max logit difference relative to the largest |logit|.")
 @click.option("--probs-tol", type=float, default=None, help="Max absolute probability difference.")
-@click.option("--gradcam-tol", type=float, default=None, help="Max absolute difference of normalized Grad-CAM maps.")
+@click.option("--gradcam-tol", type=float, default=None, help="Max absolute difference of normalized Grad-CAM maps (every class).")
+@click.option("--gradcam-predicted-tol", type=float, default=None, help="The same for the predicted class's maps only.")
+@click.option("--min-agreement", type=float, default=None, help="Smallest accepted top-1 agreement.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), help="Also write the JSON report here.")
 def verify(
     model: Path,
@@ -204,12 +206,15 @@ def verify(
     logits_tol: float | None,
     probs_tol: float | None,
     gradcam_tol: float | None,
+    gradcam_predicted_tol: float | None,
+    min_agreement: float | None,
     json_path: Path | None,
 ) -> None:
     """Compare MODEL (ONNX) with CHECKPOINT in eager PyTorch on real images.
 
     Prints a summary (stderr) and the JSON report (stdout); exits 1 beyond the tolerances
-    (defaults: strict for float models, decision-level for int8 ones).
+    (defaults: strict for float models; for int8 ones, top-1 agreement >= 0.97 and the
+    predicted class's Grad-CAM within 0.35).
     """
     import dataclasses
 
@@ -217,7 +222,13 @@ def verify(
     from cxr_train.export import read_info
 
     base = verification.INT8_TOLERANCES if read_info(model).quantized else verification.FP32_TOLERANCES
-    given = {"logits_rel": logits_tol, "probs": probs_tol, "gradcam": gradcam_tol}
+    given = {
+        "logits_rel": logits_tol,
+        "probs": probs_tol,
+        "gradcam": gradcam_tol,
+        "gradcam_predicted": gradcam_predicted_tol,
+        "top1_agreement": min_agreement,
+    }
     tolerances = dataclasses.replace(base, **{k: v for k, v in given.items() if v is not None})
     report = verification.verify(model, checkpoint, data, limit, tolerances)
     click.echo(verification.format_report(report), err=True)

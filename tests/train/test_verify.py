@@ -12,7 +12,7 @@ from torch import nn
 from click.testing import CliRunner
 
 from cxr_train.cli import main
-from cxr_train.verify import eager_gradcam, normalize_maps, onnx_gradcam, verify
+from cxr_train.verify import FP32_TOLERANCES, INT8_TOLERANCES, eager_gradcam, judge, normalize_maps, onnx_gradcam, verify
 
 DATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
 VAL = DATA / "cxr3-internal" / "val"
@@ -69,3 +69,10 @@ def test_cli_fails_beyond_tolerance(tiny_model_path, make_checkpoint, tmp_path):
     result = CliRunner().invoke(main, ["verify", str(tiny_model_path), str(other), "--data", str(VAL), "--limit", "3"])
     assert result.exit_code == 1
     assert "FAIL" in result.output and "logits_rel" in result.output
+
+
+def test_int8_is_judged_on_decisions_and_the_predicted_map():
+    report = {"logits_rel": 0.2, "probs": 0.3, "gradcam": 1.0, "gradcam_predicted": 0.2, "top1_agreement": 0.96}
+    assert judge(report, INT8_TOLERANCES) == ["top1_agreement 0.9600 < 0.97"]
+    assert judge({**report, "top1_agreement": 0.99}, INT8_TOLERANCES) == []
+    assert [line.split()[0] for line in judge(report, FP32_TOLERANCES)] == ["logits_rel", "probs", "gradcam", "gradcam_predicted"]
