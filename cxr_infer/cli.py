@@ -22,6 +22,7 @@ import numpy as np
 
 from cxr_infer import __version__
 from cxr_infer.api import Annotator, Classifier, ExplainError, Prediction
+from cxr_infer.card import card_fields, format_markdown, format_text
 from cxr_infer.bundled import ModelNotFoundError, bundled_models, default_model_name, exported_dir, resolve_model
 from cxr_infer.contract import ContractError
 from cxr_infer.inputs import Input, discover, is_labelled_folder, read_labels
@@ -295,13 +296,16 @@ def _inputs(classifier: Classifier, options: RunOptions) -> Iterator[Input]:
 @main.command()
 @click.argument("model", required=False, metavar="[MODEL]")
 @click.option("--json", "as_json", is_flag=True, help="Print the card as JSON.")
-def info(model: str | None, as_json: bool) -> None:
+@click.option("--markdown", is_flag=True, help="Print the card as Markdown (the exported/*.md files).")
+def info(model: str | None, as_json: bool, markdown: bool) -> None:
     """Print a model's card from its metadata (default: the bundled default model)."""
     card = _model_card(model)
     if as_json:
         click.echo(json.dumps(card, indent=2, default=str))
-        return
-    click.echo(format_card(card))
+    elif markdown:
+        click.echo(format_markdown(card), nl=False)
+    else:
+        click.echo(format_text(card))
 
 
 def _model_card(model: str | None) -> dict[str, Any]:
@@ -310,34 +314,7 @@ def _model_card(model: str | None) -> dict[str, Any]:
         info = read_contract(open_session(path, "cpu"), path)
     except MODEL_ERRORS as error:
         raise UsageFailure(str(error)) from error
-    card = asdict(info)
-    card["preprocess"] = asdict(info.preprocess)
-    card["explain"] = info.explain
-    return card
-
-
-def format_card(card: dict[str, Any]) -> str:
-    """The card as text: identity, contract, provenance, then each data set's metrics table."""
-    from cxr_infer.metrics import format_metrics
-
-    lines = [
-        f"{card['name'] or card['model']}  ({card['path']})",
-        f"sha256        {card['sha256']}",
-        f"architecture  {card['model']} (Grad-CAM target layer {card['target_layer'] or '-'})",
-        f"classes       {', '.join(card['classes'])}",
-        f"outputs       {', '.join(card['outputs'])} (explain: {'yes' if card['explain'] else 'no'})",
-        f"preprocess    {json.dumps(card['preprocess'], sort_keys=True)}",
-        f"quantized     {card['quantized'] or 'no'}",
-        f"trained on    {json.dumps(card['trained_on'], sort_keys=True)}",
-        f"exported      {card['exported_at']} by cxr-toolkit {card['toolkit_version']} (opset {card['opset']})",
-    ]
-    for dataset, report in card["metrics"].items():
-        lines.append(f"\nmetrics on {dataset}:")
-        try:
-            lines.append(format_metrics(report))
-        except (KeyError, TypeError):
-            lines.append(json.dumps(report, indent=2, sort_keys=True))
-    return "\n".join(lines)
+    return card_fields(info)
 
 
 @main.command()

@@ -211,8 +211,24 @@ def checkpoint_info(checkpoint: Checkpoint, outputs: tuple[str, ...], opset: int
         exported_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         opset=opset,
         name=name or checkpoint.model,
-        card={"epoch": checkpoint.epoch, "trained_with_toolkit": checkpoint.toolkit_version, "torch": torch.__version__},
+        card=training_card(checkpoint),
     )
+
+
+def training_card(checkpoint: Checkpoint) -> dict[str, Any]:
+    """How the model was made, for its model card: a reader can rerun the exact command."""
+    args = checkpoint.args
+    return {
+        "epoch": checkpoint.epoch,
+        "command": args.get("command"),
+        "seed": args.get("seed"),
+        "train_seconds": args.get("train_seconds"),
+        "hardware": args.get("device"),
+        "augment": args.get("augment"),
+        "class_weights": checkpoint.class_weights,
+        "trained_with_toolkit": checkpoint.toolkit_version,
+        "torch": torch.__version__,
+    }
 
 
 def write_model(model: onnx.ModelProto, info: ModelInfo, out: Path) -> None:
