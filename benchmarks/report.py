@@ -128,7 +128,9 @@ def cpu_section(result: dict[str, Any]) -> list[str]:
         [g["model"], g["batch"], g["variant"], f"{g['gflop_per_image']:.2f}", f"{g['gflops']:.1f}",
          spread(g["fraction_of_peak"])] for g in result["gflops"]
     ])
-    lines += ["### Where onnxruntime spends the time (profiler, batch 8)", ""]
+    lines += ["### Where onnxruntime spends the time (profiler, batch 8)", "",
+              "Shares within a row are the evidence; the variants are profiled one after another, not "
+              "interleaved, so their milliseconds compare only on an idle machine.", ""]
     lines += table(["model", "variant", "ms per run", "share of node time by operator"], [
         [arch, variant, f"{p['ms_per_run']:.1f}", ", ".join(f"{op} {share:.0%}" for op, share in p["shares"].items())]
         for arch, by_variant in result["profiles"].items() for variant, p in by_variant.items()
