@@ -23,28 +23,20 @@ from benchmarks.inputs import EXTERNAL, Labelled
 from benchmarks.models import ModelFiles, read_info
 from benchmarks.profiling import model_flops, node_flops
 from benchmarks.timing import interleave
+from tests.torch_blocker import PREAMBLE
 
 ROOT = Path(__file__).resolve().parents[1]
 
 # Runs the CLI with the training stack unimportable, as after a plain `pip install .`.
-NO_TORCH = r"""
-import json, sys
+NO_TORCH = PREAMBLE + r"""
+import json
 
-BLOCKED = ("torch", "torchvision", "cxr_train")
-
-class Blocker:
-    def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] in BLOCKED:
-            raise ImportError(f"{name} is blocked in this test")
-        return None
-
-sys.meta_path.insert(0, Blocker())
 sys.argv[0] = "benchmarks"
 from benchmarks.__main__ import main
 try:
     main(sys.argv[1:], standalone_mode=False)
 finally:
-    print(json.dumps(sorted(m for m in sys.modules if m.split(".")[0] in BLOCKED)))
+    print(json.dumps(leaked()))
 """
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+import json
 
 import pytest
 from click.testing import CliRunner
@@ -31,3 +31,18 @@ def test_shipped_card_is_the_models_own(name):
     shipped = model.with_suffix(".md")
     assert shipped.exists(), f"{shipped} missing: run cxr-infer info {model} --markdown > {shipped}"
     assert shipped.read_text() == card(model, "--markdown")
+
+
+def test_default_model_is_bundled_and_generalizes_best():
+    """The README's quick start runs the default; the rule for choosing it is external macro-F1."""
+    from cxr_infer.bundled import default_model_name
+
+    models = bundled_models()
+    default = default_model_name()
+    assert default in models, f"exported/models.json names {default!r}, bundled: {sorted(models)}"
+    external = {}
+    for name, path in models.items():
+        metrics = json.loads(card(path, "--json"))["metrics"]
+        assert "cxr3-external" in metrics and "cxr3-internal/test" in metrics, f"{name} lacks its test reports"
+        external[name] = metrics["cxr3-external"]["macro_f1"]
+    assert external[default] == max(external.values()), external

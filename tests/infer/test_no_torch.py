@@ -9,20 +9,11 @@ import sys
 from pathlib import Path
 
 from infer_support import DICOMS, ORIGINALS
+from tests.torch_blocker import PREAMBLE
 
-SCRIPT = r'''
-import importlib, json, pkgutil, sys
+SCRIPT = PREAMBLE + r'''
+import importlib, json, pkgutil
 
-BLOCKED = ("torch", "torchvision", "cxr_train")
-
-class Blocker:
-    """Makes importing the training stack impossible, as on an inference-only install."""
-    def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] in BLOCKED:
-            raise ImportError(f"{name} is blocked in this test")
-        return None
-
-sys.meta_path.insert(0, Blocker())
 import cxr_infer
 modules = sorted(m.name for m in pkgutil.walk_packages(cxr_infer.__path__, "cxr_infer."))
 for name in modules:
@@ -33,8 +24,7 @@ try:
     code = 0
 except SystemExit as stop:
     code = stop.code
-leaked = sorted(m for m in sys.modules if m.split(".")[0] in BLOCKED)
-print(json.dumps({"modules": modules, "exit": code, "leaked": leaked}))
+print(json.dumps({"modules": modules, "exit": code, "leaked": leaked()}))
 '''
 
 
