@@ -8,13 +8,13 @@ from pathlib import Path
 
 import pytest
 from infer_support import DATA
-from pacs_support import ORTHANC_BINARY, Orthanc
+from pacs_support import ORTHANC_BINARY, Orthanc, dcmtk_storescu
 
 
 @pytest.fixture
 def orthanc(tmp_path: Path) -> Iterator[Orthanc]:
     """A running Orthanc; skipped, saying why, where the Debian packages orthanc and dcmtk are missing."""
-    missing = [binary for binary in (ORTHANC_BINARY, "storescu") if shutil.which(binary) is None]
+    missing = [name for name, found in ((ORTHANC_BINARY, shutil.which(ORTHANC_BINARY)), ("dcmtk storescu", dcmtk_storescu())) if found is None]
     if missing:
         pytest.skip(f"{', '.join(missing)} not installed (Debian packages orthanc, dcmtk; .ci/run installs them where apt works)")
     server = Orthanc(tmp_path / "orthanc")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import socket
 import subprocess
 import time
@@ -17,6 +18,18 @@ from pydicom import Dataset
 from pydicom.dataset import FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 from pynetdicom import AE, StoragePresentationContexts
+
+
+def dcmtk_storescu() -> str | None:
+    """dcmtk's ``storescu`` on PATH, skipping pynetdicom's same-named app (first in an activated venv)."""
+    for folder in os.environ.get("PATH", "").split(os.pathsep):
+        candidate = Path(folder) / "storescu"
+        if not os.access(candidate, os.X_OK):
+            continue
+        version = subprocess.run([str(candidate), "--version"], capture_output=True, text=True, timeout=10)
+        if "dcmtk" in version.stdout + version.stderr:
+            return str(candidate)
+    return None
 
 ORTHANC_BINARY = "Orthanc"
 CR_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.1"

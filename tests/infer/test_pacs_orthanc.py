@@ -13,7 +13,7 @@ from pathlib import Path
 import pydicom
 import pytest
 from infer_support import DICOMS
-from pacs_support import free_port, radiograph_dataset, send_datasets
+from pacs_support import dcmtk_storescu, free_port, radiograph_dataset, send_datasets
 
 from cxr_infer.dicom import read_dataset
 from cxr_infer.pacs.forwarder import Destination
@@ -57,7 +57,7 @@ def results_of(orthanc, source_uid: str, model: ModelIdentity) -> dict[str, list
 def storescu(port: int, aet: str, files: list[Path]) -> subprocess.CompletedProcess:
     """dcmtk's storescu, a second, independent DICOM sender (JPEG baseline proposed: the SIIM files are JPEG)."""
     return subprocess.run(
-        ["storescu", "--propose-jpeg8", "-aec", aet, "-aet", "STORESCU", "127.0.0.1", str(port), *map(str, files)],
+        [dcmtk_storescu(), "--propose-jpeg8", "-aec", aet, "-aet", "STORESCU", "127.0.0.1", str(port), *map(str, files)],
         capture_output=True,
         text=True,
         timeout=60,
