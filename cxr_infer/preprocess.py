@@ -75,8 +75,9 @@ def to_gray(image: np.ndarray) -> np.ndarray:
     if image.shape[2] == 1:
         return image[:, :, 0]
     if image.shape[2] == 4:
-        alpha = image[:, :, 3:4].astype(np.float32) / np.iinfo(image.dtype).max if image.dtype.kind == "u" else image[:, :, 3:4]
-        image = (image[:, :, :3].astype(np.float32) * alpha).astype(np.float32)
+        full_scale = np.iinfo(image.dtype).max if image.dtype.kind == "u" else 1.0
+        alpha = image[:, :, 3:4].astype(np.float32) / full_scale
+        image = image[:, :, :3].astype(np.float32) * alpha
     return cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
 
 

@@ -1,0 +1,52 @@
+"""The one preprocessing function: its output contract and the spec that travels in the model."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from cxr_infer.preprocess import PreprocessSpec, preprocess, to_gray
+from cxr_infer.readers import read_image
+from infer_support import ORIGINALS
+
+
+def test_output_is_one_channel_square_in_unit_range_for_every_original():
+    spec = PreprocessSpec(size=64)
+    for path in ORIGINALS:
+        x = preprocess(read_image(path), spec)
+        assert x.shape == (1, 64, 64) and x.dtype == np.float32, path
+        assert x.min() == 0.0 and x.max() == 1.0, path  # percentiles map to the ends of the range
+
+
+def test_bit_depth_and_exposure_do_not_change_the_input():
+    """A 16-bit copy, or a brighter rescaled copy, of an image gives the same model input."""
+    gray = to_gray(read_image(ORIGINALS[10])).astype(np.float64)
+    spec = PreprocessSpec(size=64)
+    wide = (gray * 257).astype(np.uint16)
+    brighter = (gray * 0.5 + 100).astype(np.float32)
+    reference = preprocess(gray.astype(np.uint8), spec)
+    np.testing.assert_allclose(preprocess(wide, spec), reference, atol=1e-5)
+    np.testing.assert_allclose(preprocess(brighter, spec), reference, atol=1e-5)
+
+
+def test_alpha_is_composited_on_black():
+    bgra = np.full((8, 8, 4), 200, np.uint8)
+    bgra[..., 3] = 255
+    bgra[:4, :, 3] = 0
+    gray = to_gray(bgra)
+    assert np.all(gray[:4] == 0) and np.allclose(gray[4:], 200)
+
+
+def test_spec_round_trips_and_refuses_what_it_does_not_know():
+    spec = PreprocessSpec(size=96)
+    assert PreprocessSpec.from_json(spec.to_json()) == spec
+    with pytest.raises(ValueError, match="unsupported preprocessing keys: crop"):
+        PreprocessSpec.from_json('{"size": 96, "crop": "center"}')
+    with pytest.raises(ValueError, match="version 2"):
+        PreprocessSpec(version=2)
+    with pytest.raises(ValueError, match="resize rule"):
+        PreprocessSpec(resize="letterbox")
+
+
+def test_flat_image_is_all_zero_not_nan():
+    assert np.all(preprocess(np.full((32, 32), 7, np.uint8), PreprocessSpec(size=16)) == 0)
