@@ -66,21 +66,20 @@ def tiny_checkpoint_path(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_model_path(tiny_checkpoint_path, tmp_path_factory) -> Path:
     """That checkpoint exported to ONNX with the explain outputs (activations, gradients)."""
-    from cxr_train.checkpoint import Checkpoint
-    from cxr_train.export import export_onnx
-
-    out = tmp_path_factory.mktemp("tiny_model") / "tiny.onnx"
-    return export_onnx(Checkpoint.load(tiny_checkpoint_path), out, explain=True, name="tiny").path
+    return _export_tiny(tiny_checkpoint_path, tmp_path_factory.mktemp("tiny_model"), "tiny", explain=True)
 
 
 @pytest.fixture(scope="session")
 def tiny_plain_model_path(tiny_checkpoint_path, tmp_path_factory) -> Path:
     """The same checkpoint exported without explain outputs (logits and probs only)."""
+    return _export_tiny(tiny_checkpoint_path, tmp_path_factory.mktemp("tiny_plain_model"), "tiny-plain", explain=False)
+
+
+def _export_tiny(checkpoint_path: Path, folder: Path, name: str, explain: bool) -> Path:
     from cxr_train.checkpoint import Checkpoint
     from cxr_train.export import export_onnx
 
-    out = tmp_path_factory.mktemp("tiny_plain_model") / "tiny-plain.onnx"
-    return export_onnx(Checkpoint.load(tiny_checkpoint_path), out, explain=False, name="tiny-plain").path
+    return export_onnx(Checkpoint.load(checkpoint_path), folder / f"{name}.onnx", explain=explain, name=name).path
 
 
 SHARED_DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
