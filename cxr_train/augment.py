@@ -5,9 +5,9 @@ on whatever device the batch is on. Each picks its images with probability ``p``
 others bit-for-bit unchanged, so ``p=0`` is the exact identity. All randomness comes from the
 ``torch.Generator`` the trainer passes in, which makes runs reproducible from the seed.
 
-Intensity and noise augmentations attack the shortcuts the data invites (source-specific
-exposure, contrast and sensor noise); the geometric one is deliberately light and never flips,
-because chest anatomy is not left-right symmetric.
+Intensity, noise and blur augmentations attack the shortcuts the data invites (source-specific
+exposure, contrast, sensor noise and sharpness); ``crop`` hides the field of view. The geometric
+ones never flip, because chest anatomy is not left-right symmetric.
 """
 
 from __future__ import annotations
@@ -111,6 +111,52 @@ def affine(p: float = 0.5, degrees: float = 7.0, scale: float = 0.08, translate:
     return lambda batch, g: _on_chosen(batch, p, g, change)
 
 
+def crop(p: float = 0.5, min_area: float = 0.5, max_aspect: float = 1.33) -> Augment:
+    """Random resized crop: a window of ``min_area``..1 of the image (aspect up to ``max_aspect``)
+    stretched back to full size.
+
+    It hides the field of view and the body's size in it, cues that separate sources (a
+    pediatric film shows the whole torso, an adult one is collimated to the chest) rather than
+    findings. One batched ``affine_grid`` + ``grid_sample``; the window never leaves the image.
+    """
+
+    def change(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+        n = x.shape[0]
+        area = _uniform(n, min_area, 1.0, x, g).view(n)
+        aspect = torch.exp(_uniform(n, -math.log(max_aspect), math.log(max_aspect), x, g).view(n))
+        width, height = (area * aspect).sqrt().clamp(max=1.0), (area / aspect).sqrt().clamp(max=1.0)
+        centre = (_uniform(2 * n, -1.0, 1.0, x, g).view(n, 2) * (1.0 - torch.stack([width, height], 1)))
+        zero = torch.zeros_like(width)
+        theta = torch.stack([torch.stack([width, zero, centre[:, 0]], 1), torch.stack([zero, height, centre[:, 1]], 1)], 1)
+        grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+        return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+    return lambda batch, g: _on_chosen(batch, p, g, change)
+
+
+def blur(p: float = 0.5, sigma: float = 1.5) -> Augment:
+    """Gaussian blur with a per-image sigma in (0, ``sigma``] pixels.
+
+    Sharpness is a source fingerprint (re-saved web images against original-resolution films);
+    blurring some of every class keeps it from deciding the class. Separable, one grouped
+    convolution per axis for the whole batch.
+    """
+    radius = max(1, math.ceil(3 * sigma))
+
+    def change(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+        n, _, h, w = x.shape
+        sigmas = _uniform(n, 0.05 * sigma, sigma, x, g).view(n, 1)
+        offsets = torch.arange(-radius, radius + 1, device=x.device, dtype=x.dtype)
+        kernel = torch.exp(-0.5 * (offsets[None, :] / sigmas) ** 2)
+        kernel = kernel / kernel.sum(dim=1, keepdim=True)
+        planes = F.pad(x.view(1, n, h, w), (radius, radius, radius, radius), mode="replicate")
+        planes = F.conv2d(planes, kernel.view(n, 1, 1, -1), groups=n)
+        planes = F.conv2d(planes, kernel.view(n, 1, -1, 1), groups=n)
+        return planes.view(n, 1, h, w)
+
+    return lambda batch, g: _on_chosen(batch, p, g, change)
+
+
 @hookimpl
 def register_augmentations(register):
     register("gaussian_noise", gaussian_noise, {"p": 0.5, "std": 0.03})
@@ -118,6 +164,8 @@ def register_augmentations(register):
     register("contrast", contrast, {"p": 0.5, "strength": 0.3})
     register("gamma", gamma, {"p": 0.5, "strength": 0.3})
     register("affine", affine, {"p": 0.5, "degrees": 7.0, "scale": 0.08, "translate": 0.05})
+    register("crop", crop, {"p": 0.5, "min_area": 0.5, "max_aspect": 1.33})
+    register("blur", blur, {"p": 0.5, "sigma": 1.5})
 
 
 def available_augmentations() -> dict[str, AugmentationSpec]:

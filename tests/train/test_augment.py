@@ -7,7 +7,7 @@ import torch
 
 from cxr_train.augment import available_augmentations, build_pipeline, parse_option
 
-BUILTINS = ("gaussian_noise", "speckle_noise", "contrast", "gamma", "affine")
+BUILTINS = ("gaussian_noise", "speckle_noise", "contrast", "gamma", "affine", "crop", "blur")
 
 
 def _batch(n: int = 16, size: int = 32) -> torch.Tensor:
@@ -77,10 +77,33 @@ def test_affine_identity_parameters_reproduce_the_input() -> None:
 
 def test_option_errors_name_the_problem() -> None:
     specs = available_augmentations()
-    with pytest.raises(ValueError, match="unknown augmentation 'blur'"):
-        parse_option("blur", specs)
+    with pytest.raises(ValueError, match="unknown augmentation 'sharpen'"):
+        parse_option("sharpen", specs)
     with pytest.raises(ValueError, match="bad parameter 'sigma=1'"):
         parse_option("gaussian_noise:sigma=1", specs)
     with pytest.raises(ValueError, match="not a float"):
         parse_option("gaussian_noise:p=lots", specs)
     assert parse_option("contrast:p=1", specs) == ("contrast", {"p": 1.0, "strength": 0.3})
+
+
+def test_crop_of_the_whole_image_is_the_identity() -> None:
+    batch = _batch()
+    out = build_pipeline(["crop:p=1,min_area=1,max_aspect=1"])(batch, _gen())
+    assert torch.allclose(out, batch, atol=1e-5)
+
+
+def test_crop_zooms_into_the_image_without_leaving_it() -> None:
+    ramp = torch.linspace(0.0, 1.0, 64).expand(32, 1, 64, 64).contiguous()  # brightness = column
+    out = build_pipeline(["crop:p=1,min_area=0.25,max_aspect=1"])(ramp, _gen())
+    spans = out[:, 0, 0, -1] - out[:, 0, 0, 0]
+    assert spans.max() < 1.0 and spans.min() > 0.45  # each window is 50-100 % of the width
+    assert out.min() >= 0.0 and out.max() <= 1.0
+
+
+def test_blur_smooths_noise_and_keeps_flat_images() -> None:
+    noisy = torch.rand(8, 1, 64, 64, generator=_gen(1))
+    out = build_pipeline(["blur:p=1,sigma=2"])(noisy, _gen())
+    assert out.std() < 0.7 * noisy.std()
+    assert out.mean().item() == pytest.approx(noisy.mean().item(), abs=0.01)
+    flat = torch.full((4, 1, 16, 16), 0.3)
+    assert torch.allclose(build_pipeline(["blur:p=1"])(flat, _gen()), flat, atol=1e-6)
