@@ -53,6 +53,14 @@ def _on_chosen(batch: torch.Tensor, p: float, generator: torch.Generator, change
     return out
 
 
+def _warp(x: torch.Tensor, top: list[torch.Tensor], bottom: list[torch.Tensor], padding: str) -> torch.Tensor:
+    """Resample every image through its own 2x3 affine map (rows ``top`` and ``bottom``, each a
+    list of three (N,) tensors, in ``affine_grid``'s units where the image spans -1..1)."""
+    theta = torch.stack([torch.stack(top, 1), torch.stack(bottom, 1)], 1)
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode=padding, align_corners=False)
+
+
 def gaussian_noise(p: float = 0.5, std: float = 0.03) -> Augment:
     """Additive noise N(0, std^2): sensor and quantization noise differ between sources."""
 
@@ -104,9 +112,7 @@ def affine(p: float = 0.5, degrees: float = 7.0, scale: float = 0.08, translate:
         zoom = _uniform(n, 1.0 - scale, 1.0 + scale, x, g).view(n)
         shift = _uniform(2 * n, -2 * translate, 2 * translate, x, g).view(n, 2)  # grid units span 2
         cos, sin = torch.cos(angle) / zoom, torch.sin(angle) / zoom
-        theta = torch.stack([torch.stack([cos, -sin, shift[:, 0]], 1), torch.stack([sin, cos, shift[:, 1]], 1)], 1)
-        grid = F.affine_grid(theta, list(x.shape), align_corners=False)
-        return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+        return _warp(x, [cos, -sin, shift[:, 0]], [sin, cos, shift[:, 1]], padding="zeros")
 
     return lambda batch, g: _on_chosen(batch, p, g, change)
 
@@ -125,11 +131,9 @@ def crop(p: float = 0.5, min_area: float = 0.5, max_aspect: float = 1.33) -> Aug
         area = _uniform(n, min_area, 1.0, x, g).view(n)
         aspect = torch.exp(_uniform(n, -math.log(max_aspect), math.log(max_aspect), x, g).view(n))
         width, height = (area * aspect).sqrt().clamp(max=1.0), (area / aspect).sqrt().clamp(max=1.0)
-        centre = (_uniform(2 * n, -1.0, 1.0, x, g).view(n, 2) * (1.0 - torch.stack([width, height], 1)))
+        centre = _uniform(2 * n, -1.0, 1.0, x, g).view(n, 2) * (1.0 - torch.stack([width, height], 1))
         zero = torch.zeros_like(width)
-        theta = torch.stack([torch.stack([width, zero, centre[:, 0]], 1), torch.stack([zero, height, centre[:, 1]], 1)], 1)
-        grid = F.affine_grid(theta, list(x.shape), align_corners=False)
-        return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+        return _warp(x, [width, zero, centre[:, 0]], [zero, height, centre[:, 1]], padding="border")
 
     return lambda batch, g: _on_chosen(batch, p, g, change)
 
