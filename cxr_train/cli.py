@@ -150,7 +150,7 @@ def check_splits(folder: Path, max_hamming: int, min_corr: float) -> None:
 @click.option("--compare", type=click.Path(exists=True, file_okay=False, path_type=Path), help="Labelled folder for the int8-vs-fp32 agreement report [default: --calibration].")
 @click.option("--compare-limit", type=int, default=None, help="Images of --compare to use [default: all].")
 @click.option("--opset", type=int, default=None, help="ONNX opset [default: the exporter's].")
-@click.option("--name", default="", help="Model name recorded in the metadata [default: the architecture].")
+@click.option("--name", default="", help="Model name recorded in the metadata [default: the architecture]; --int8 appends '-int8'.")
 def export(
     checkpoint: Path,
     out: Path,
