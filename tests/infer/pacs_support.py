@@ -3,6 +3,7 @@ and a DICOM sender (pynetdicom SCU)."""
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import os
@@ -20,6 +21,7 @@ from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 from pynetdicom import AE, StoragePresentationContexts
 
 
+@functools.cache
 def dcmtk_storescu() -> str | None:
     """dcmtk's ``storescu`` on PATH, skipping pynetdicom's same-named app (first in an activated venv)."""
     for folder in os.environ.get("PATH", "").split(os.pathsep):
