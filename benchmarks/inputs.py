@@ -6,6 +6,7 @@ labels, so both come from one list of ``class_name/*`` files.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,7 +15,7 @@ import numpy as np
 from cxr_infer.preprocess import PreprocessSpec, preprocess
 from cxr_infer.readers import DICOM_EXTENSIONS, RASTER_EXTENSIONS, available_readers, read_image
 
-DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
+DATA = Path(os.environ.get("CXR_DATA") or Path(__file__).resolve().parents[1] / ".." / "shared" / "data")  # as the tests
 EXTERNAL = DATA / "cxr3-external"
 
 

@@ -82,12 +82,9 @@ def _export_tiny(checkpoint_path: Path, folder: Path, name: str, explain: bool) 
     return export_onnx(Checkpoint.load(checkpoint_path), folder / f"{name}.onnx", explain=explain, name=name).path
 
 
-SHARED_DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
-
-
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
-    """The real radiographs (``../shared/data`` next to the repository; see its README)."""
-    if not SHARED_DATA.is_dir():
-        pytest.fail(f"real data missing at {SHARED_DATA.resolve()}")
-    return SHARED_DATA
+    """The real radiographs (:mod:`tests.data_root`); a test using it is marked ``data``."""
+    from tests.data_root import DATA
+
+    return DATA

@@ -62,6 +62,7 @@ def tiny_run(tmp_path_factory, tiny_model_path, tiny_plain_model_path, tiny_int8
     return out
 
 
+@pytest.mark.data  # benchmarks read real radiographs (benchmarks/inputs.py)
 def test_tiny_run_without_torch_measures_every_onnx_variant(tiny_run):
     result = json.loads((tiny_run / "results-cpu.json").read_text())
     assert [r["batch"] for r in result["throughput"]] == [1, 2]
@@ -79,6 +80,7 @@ def test_tiny_run_without_torch_measures_every_onnx_variant(tiny_run):
     assert result["machine"]["cpu"]["usable_cpus"] >= 1 and "onnxruntime" in "".join(result["machine"]["versions"])
 
 
+@pytest.mark.data  # benchmarks read real radiographs (benchmarks/inputs.py)
 def test_tiny_run_writes_the_report_and_plot(tiny_run):
     text = (tiny_run / "RESULTS.md").read_text()
     for heading in ("## CPU", "### Ratios against the targets", "### 4. int8 vs fp32 answers",
@@ -90,6 +92,7 @@ def test_tiny_run_writes_the_report_and_plot(tiny_run):
     assert gpu["throughput"] or gpu["skipped"][0]["reason"]  # measured on a CUDA host, else says why not
 
 
+@pytest.mark.data  # benchmarks read real radiographs (benchmarks/inputs.py)
 def test_torch_baselines_join_the_interleaved_run(tiny_checkpoint_path, tiny_model_path, tiny_plain_model_path):
     model = ModelFiles("simplecnn", tiny_model_path, tiny_plain_model_path, checkpoint=tiny_checkpoint_path)
     images = Labelled.discover(EXTERNAL, per_class=1).tensors(read_info(tiny_model_path).preprocess)

@@ -40,10 +40,10 @@ from cxr_train.augment import available_augmentations, build_pipeline
 from cxr_train.cli import main as train_main
 from cxr_train.models import available_models, get_model_spec
 from cxr_train.plugins import get_plugin_manager as get_train_plugin_manager
+from tests.data_root import DATA
 
 HOOKSPEC_MODULES = (infer_hookspecs, train_hookspecs)
 EXAMPLE_PLUGINS = {"clahe": "cxr-clahe", "densenet": "cxr-densenet", "fhir": "cxr-fhir"}  # entry point: package
-DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
 
 
 def hookspec_names() -> list[str]:
@@ -186,6 +186,7 @@ class PickyNpyReaderPlugin:
         register("npy", read, extensions=(".npy",))
 
 
+@pytest.mark.data
 def test_hook_register_readers_failure_is_that_files_error_row(plugin, tmp_path: Path, tiny_model_path: Path) -> None:
     plugin("npy-reader", PickyNpyReaderPlugin())
     image = read_image(sorted((DATA / "cxr3-internal" / "test" / "covid").glob("*.jpg"))[0])
@@ -207,6 +208,7 @@ class BrokenSniffPlugin:
         register("broken-sniff", np.load, sniff=lambda head: head[1000])  # IndexError on every file
 
 
+@pytest.mark.data
 def test_hook_register_readers_failing_sniff_is_named(plugin) -> None:
     plugin("sniffer", BrokenSniffPlugin())
     path = sorted((DATA / "cxr3-internal" / "test" / "covid").glob("*.jpg"))[0]
@@ -300,6 +302,7 @@ class RaisingReaderPlugin:
         raise OSError("codec library missing")
 
 
+@pytest.mark.data
 def test_cxr_train_names_a_plugin_raising_in_registration(plugin, tmp_path: Path) -> None:
     plugin("broken-models", RaisingModelPlugin())
     args = ["fit", "--data", str(DATA / "cxr3-internal"), "--model", "simplecnn", "--epochs", "1", "--out", str(tmp_path)]
@@ -308,6 +311,7 @@ def test_cxr_train_names_a_plugin_raising_in_registration(plugin, tmp_path: Path
     assert "Error: plugin 'broken-models' failed in hook register_models: RuntimeError: weights missing" in result.output
 
 
+@pytest.mark.data
 def test_cxr_infer_names_a_plugin_raising_in_registration_and_exits_2(plugin, tiny_model_path: Path, tmp_path: Path) -> None:
     plugin("broken-reader", RaisingReaderPlugin())
     result = CliRunner().invoke(infer_main, [str(DATA / "dicom"), "--model", str(tiny_model_path), "--out", str(tmp_path)])

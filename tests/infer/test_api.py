@@ -33,6 +33,7 @@ def test_load_reports_contract_file_and_real_providers(classifier, tiny_model_pa
     assert classifier.providers == ["CPUExecutionProvider"]
 
 
+@pytest.mark.data
 def test_predict_gives_one_prediction_per_input_in_order(classifier, tmp_path):
     missing = tmp_path / "missing.png"
     inputs = [*ORIGINALS, *DICOMS, missing]
@@ -45,6 +46,7 @@ def test_predict_gives_one_prediction_per_input_in_order(classifier, tmp_path):
     assert predictions[-1].label is None and "file not found" in predictions[-1].error
 
 
+@pytest.mark.data
 def test_arrays_datasets_and_paths_agree(classifier):
     path = DICOMS[0]
     by_path, by_dataset, by_array = classifier.predict([path, read_dataset(path), read_image(path)])
@@ -54,6 +56,7 @@ def test_arrays_datasets_and_paths_agree(classifier):
         assert other.probabilities == pytest.approx(by_path.probabilities, abs=1e-6)
 
 
+@pytest.mark.data
 def test_heatmap_is_grad_cam_of_the_raw_session_outputs(classifier, tiny_model_path):
     """Recompute Grad-CAM by hand from a bare onnxruntime session: the API must agree."""
     path = ORIGINALS[2]
@@ -70,6 +73,7 @@ def test_heatmap_is_grad_cam_of_the_raw_session_outputs(classifier, tiny_model_p
     np.testing.assert_allclose(prediction.heatmap, expected, atol=1e-4)
 
 
+@pytest.mark.data
 def test_explain_class_picks_the_class(classifier):
     path = ORIGINALS[0]
     maps = {name: classifier.predict_one(path, explain=True, explain_class=name).heatmap for name in classifier.classes}
@@ -78,6 +82,7 @@ def test_explain_class_picks_the_class(classifier):
         classifier.predict_one(path, explain=True, explain_class="fracture")
 
 
+@pytest.mark.data
 def test_plain_model_refuses_to_explain(tiny_plain_model_path):
     with Classifier.load(tiny_plain_model_path) as plain:
         assert plain.predict_one(ORIGINALS[0]).error is None
@@ -85,6 +90,7 @@ def test_plain_model_refuses_to_explain(tiny_plain_model_path):
             plain.predict_one(ORIGINALS[0], explain=True)
 
 
+@pytest.mark.data
 def test_predict_is_thread_safe_on_one_instance(classifier):
     inputs = [*SMALL_ORIGINALS, *DICOMS] * 2
     expected = [p.probabilities for p in classifier.predict(inputs)]
@@ -94,6 +100,7 @@ def test_predict_is_thread_safe_on_one_instance(classifier):
         assert [p.probabilities for p in run] == [pytest.approx(e, abs=1e-6) for e in expected]
 
 
+@pytest.mark.data
 def test_annotator_errors_mark_the_prediction_and_the_stream_goes_on(classifier):
     def broken(prediction: Prediction, image: np.ndarray) -> dict:
         raise OSError("disk full")
@@ -107,7 +114,7 @@ def test_annotator_errors_mark_the_prediction_and_the_stream_goes_on(classifier)
 
 def test_predict_wants_a_list(classifier):
     with pytest.raises(TypeError, match="predict_one"):
-        classifier.predict(str(ORIGINALS[0]))
+        classifier.predict("chest.png")
 
 
 def test_cuda_on_this_host_is_a_clear_error(tiny_model_path):

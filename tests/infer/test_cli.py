@@ -18,7 +18,9 @@ from cxr_infer.plugins import get_plugin_manager
 from cxr_infer.readers import read_image
 from infer_support import CLASSES, DICOMS, ORIGINALS, labelled_subset, make_bad_inputs
 
-GOOD = [ORIGINALS[4], ORIGINALS[1], ORIGINALS[12], DICOMS[0]]  # RGBA PNG, WebP, JPEG, header-less DICOM
+def good_inputs() -> list[Path]:
+    """RGBA PNG, WebP, JPEG, header-less DICOM (a function: without the data the lists are empty)."""
+    return [ORIGINALS[4], ORIGINALS[1], ORIGINALS[12], DICOMS[0]]
 
 
 def run(*args: str, stdin: str | None = None):
@@ -36,17 +38,18 @@ def read_rows(path: Path) -> list[dict]:
 def mixed_folder(tmp_path) -> Path:
     folder = tmp_path / "inbox"
     make_bad_inputs(folder / "bad")
-    for source in GOOD:
+    for source in good_inputs():
         (folder / source.name).symlink_to(source)
     return folder
 
 
+@pytest.mark.data
 def test_folder_with_bad_files_gives_every_row_overlays_and_exit_1(mixed_folder, tmp_path, tiny_model_path):
     out = tmp_path / "out"
     result = run(mixed_folder, "--recursive", "--model", tiny_model_path, "--explain", "--out", out, "--quiet")
     assert result.exit_code == 1, result.output
     rows = read_rows(out / "results.csv")
-    names = sorted(p.name for p in GOOD) + sorted(p.name for p in (mixed_folder / "bad").iterdir())
+    names = sorted(p.name for p in good_inputs()) + sorted(p.name for p in (mixed_folder / "bad").iterdir())
     assert [Path(r["path"]).name for r in rows] == names  # files, then subfolders, each sorted
     for row in rows:
         if row["error"]:
@@ -62,6 +65,7 @@ def test_folder_with_bad_files_gives_every_row_overlays_and_exit_1(mixed_folder,
     assert "9 inputs: " in result.output and "5 errors" in result.output
 
 
+@pytest.mark.data
 def test_labelled_folder_reports_metrics_that_match_scikit_learn(tmp_path, tiny_model_path):
     folder = labelled_subset(tmp_path / "external", per_class=3)
     out = tmp_path / "out"
@@ -79,6 +83,7 @@ def test_labelled_folder_reports_metrics_that_match_scikit_learn(tmp_path, tiny_
     assert "macro-F1" in result.output
 
 
+@pytest.mark.data
 def test_stdin_list_and_labels_csv(tmp_path, tiny_model_path):
     folder = labelled_subset(tmp_path / "ext", per_class=1)
     files = sorted(folder.rglob("*.jpg"))
@@ -94,6 +99,7 @@ def test_stdin_list_and_labels_csv(tmp_path, tiny_model_path):
         assert Path(row["heatmap"]).resolve().is_relative_to(out.resolve())
 
 
+@pytest.mark.data
 def test_process_result_plugin_failure_is_the_rows_error(tmp_path, tiny_model_path):
     class Boom:
         @hookimpl
@@ -118,6 +124,7 @@ def test_process_result_plugin_failure_is_the_rows_error(tmp_path, tiny_model_pa
     assert "'boom'" in row["error"] and "no database" in row["error"] and row["label"]
 
 
+@pytest.mark.data
 @pytest.mark.parametrize(
     "args, message",
     [
@@ -131,6 +138,7 @@ def test_usage_and_device_errors_exit_2(tmp_path, tiny_model_path, args, message
     assert result.exit_code == 2 and message in result.output
 
 
+@pytest.mark.data
 def test_explaining_a_plain_model_exits_2(tmp_path, tiny_plain_model_path):
     result = run(ORIGINALS[12], "--model", tiny_plain_model_path, "--explain", "--out", tmp_path / "out")
     assert result.exit_code == 2 and "without the Grad-CAM outputs" in result.output
@@ -146,12 +154,14 @@ def bundle(tmp_path, monkeypatch, tiny_model_path):
     return folder
 
 
+@pytest.mark.data
 def test_no_bundled_model_is_said_clearly(bundle, tmp_path):
     result = run(ORIGINALS[12], "--out", tmp_path / "out")
     assert result.exit_code == 2 and "bundles no model" in result.output
     assert "no bundled models" in run("models").output
 
 
+@pytest.mark.data
 def test_bundled_default_model_info_and_models(bundle, tmp_path, tiny_model_path):
     shutil.copy(tiny_model_path, bundle / "tiny.onnx")
     (bundle / "models.json").write_text('{"default": "tiny"}')
@@ -169,6 +179,7 @@ def test_plugins_lists_builtins_as_json():
     assert {"cxr_infer.readers", "cxr_infer.writers"} <= names
 
 
+@pytest.mark.data
 def test_output_inside_the_input_folder_is_never_classified(tmp_path, tiny_model_path):
     folder = tmp_path / "films"
     folder.mkdir()

@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from infer_support import DICOMS, ORIGINALS
 from tests.torch_blocker import PREAMBLE
 
@@ -28,6 +30,7 @@ print(json.dumps({"modules": modules, "exit": code, "leaked": leaked()}))
 '''
 
 
+@pytest.mark.data
 def test_every_module_imports_and_classification_runs_without_torch(tmp_path, tiny_model_path):
     out = tmp_path / "out"
     args = [str(ORIGINALS[12]), str(DICOMS[0]), "--model", str(tiny_model_path), "--explain", "--out", str(out), "-q"]

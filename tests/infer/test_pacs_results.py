@@ -36,6 +36,7 @@ def classified(request, pacs_classifier, model):
     return source, prediction, dicom_results(pacs_classifier, source, model)
 
 
+@pytest.mark.data
 def test_secondary_capture_shows_the_result_on_the_radiograph(classified, model):
     source, prediction, results = classified
     sc = results.secondary_capture
@@ -57,6 +58,7 @@ def test_secondary_capture_shows_the_result_on_the_radiograph(classified, model)
     assert np.abs(pixels[..., 0].astype(int) - pixels[..., 2]).mean() > 1, "no colour overlay burned in"
 
 
+@pytest.mark.data
 def test_structured_report_follows_tid_1500(classified, model):
     source, prediction, results = classified
     sr = hd.sr.Comprehensive3DSR.from_dataset(pydicom.dcmread(io.BytesIO(encoded(results.structured_report))))
@@ -98,6 +100,7 @@ def test_results_are_idempotent_per_source_and_model(pacs_classifier, model, ext
     assert dicom_results(pacs_classifier, other, model).secondary_capture.SOPInstanceUID != first.secondary_capture.SOPInstanceUID
 
 
+@pytest.mark.data
 def test_model_without_heatmap_still_gets_results(pacs_classifier, model):
     source = read_dataset(DICOMS[0])
     prediction = pacs_classifier.predict_one(source)
@@ -119,6 +122,7 @@ def test_dicom_out_writes_results_for_dicom_inputs_only(pacs_classifier, model, 
     assert {pydicom.dcmread(path).StudyInstanceUID for path in written} == {read_dataset(DICOMS[0]).StudyInstanceUID}
 
 
+@pytest.mark.data
 def test_cli_dicom_out(tiny_model_path, tmp_path):
     """``cxr-infer PATH --dicom-out DIR`` writes an SC and an SR per DICOM instance."""
     from click.testing import CliRunner

@@ -10,6 +10,7 @@ from cxr_infer.readers import read_image
 from infer_support import ORIGINALS
 
 
+@pytest.mark.data
 def test_output_is_one_channel_square_in_unit_range_for_every_original():
     spec = PreprocessSpec(size=64)
     for path in ORIGINALS:
@@ -18,6 +19,7 @@ def test_output_is_one_channel_square_in_unit_range_for_every_original():
         assert x.min() == 0.0 and x.max() == 1.0, path  # percentiles map to the ends of the range
 
 
+@pytest.mark.data
 def test_bit_depth_and_exposure_do_not_change_the_input():
     """A 16-bit copy, or a brighter rescaled copy, of an image gives the same model input."""
     gray = to_gray(read_image(ORIGINALS[10])).astype(np.float64)

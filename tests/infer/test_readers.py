@@ -11,6 +11,7 @@ from cxr_infer.readers import ReadError, read_image
 from infer_support import ORIGINALS, make_bad_inputs, png_header_only
 
 
+@pytest.mark.data
 @pytest.mark.parametrize("path", ORIGINALS, ids=[p.name[:30] for p in ORIGINALS])
 def test_every_original_decodes_at_full_resolution(path):
     image = read_image(path)
@@ -53,6 +54,7 @@ def test_rgba_png_decodes_with_alpha(tmp_path):
     assert read_image(path).shape == (30, 40, 4)
 
 
+@pytest.mark.data
 @pytest.mark.parametrize(
     "kind, message",
     [

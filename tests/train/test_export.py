@@ -18,8 +18,8 @@ from cxr_train.export import export_onnx, read_info
 from cxr_train.hookspecs import hookimpl
 from cxr_train.plugins import get_plugin_manager
 from cxr_train.verify import compare, load_model
+from tests.data_root import DATA
 
-DATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
 SIZE = 64
 TEST_MODEL = "test-silu-maxpool-head"
 
@@ -105,12 +105,14 @@ def check_parity(path: Path, checkpoint: Checkpoint, images: np.ndarray) -> None
         assert report["gradcam"] <= 1e-3, report
 
 
+@pytest.mark.data
 def test_simplecnn_export(tiny_model_path, tiny_checkpoint_path, real_images):
     checkpoint = Checkpoint.load(tiny_checkpoint_path)
     check_metadata(check_file(tiny_model_path), tiny_model_path, checkpoint)
     check_parity(tiny_model_path, checkpoint, real_images)
 
 
+@pytest.mark.data
 @pytest.mark.parametrize("model", ["resnet50", TEST_MODEL])
 def test_export(model, make_checkpoint, extra_model, real_images, tmp_path):
     """One test per model, so each is exported once even when tests are spread over workers."""
@@ -122,6 +124,7 @@ def test_export(model, make_checkpoint, extra_model, real_images, tmp_path):
     check_parity(result.path, checkpoint, real_images)
 
 
+@pytest.mark.data
 def test_plain_model_says_it_cannot_explain(tiny_plain_model_path, tiny_checkpoint_path, real_images):
     session, info = load_model(tiny_plain_model_path)
     assert not info.explain and info.outputs == CLASSIFY_OUTPUTS

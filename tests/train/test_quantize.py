@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import onnx
+import pytest
 from click.testing import CliRunner
 
 from cxr_infer.contract import ALL_OUTPUTS
 from cxr_train.cli import main
 from cxr_train.export import read_info
 from cxr_train.quantize import QUANTIZATION, explain_only_nodes
+from tests.data_root import DATA
 
-DATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
 
 
 def test_explain_only_nodes_are_the_backward_pass(tiny_model_path, tiny_plain_model_path):
@@ -26,6 +26,7 @@ def test_explain_only_nodes_are_the_backward_pass(tiny_model_path, tiny_plain_mo
     assert producers["logits"] not in backward and producers["activations"] not in backward
 
 
+@pytest.mark.data
 def test_int8_export_runs_and_reports_agreement(tiny_checkpoint_path, tmp_path):
     out = tmp_path / "int8.onnx"
     result = CliRunner().invoke(

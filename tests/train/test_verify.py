@@ -4,17 +4,17 @@ report, and the CLI's exit code."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 from torch import nn
 from click.testing import CliRunner
 
 from cxr_train.cli import main
 from cxr_train.verify import FP32_TOLERANCES, INT8_TOLERANCES, eager_gradcam, judge, normalize_maps, onnx_gradcam, verify
+from tests.data_root import DATA
 
-DATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
 VAL = DATA / "cxr3-internal" / "val"
 
 
@@ -45,6 +45,7 @@ def test_onnx_formula_agrees_with_the_eager_reference_on_the_same_tensors():
     np.testing.assert_allclose(maps[1, 2], normalize_maps(k_one), atol=1e-6)
 
 
+@pytest.mark.data
 def test_verify_report_on_real_images(tiny_model_path, tiny_checkpoint_path):
     report = verify(tiny_model_path, tiny_checkpoint_path, VAL, limit=6)
     assert report["images"] == 6 and report["failures"] == []
@@ -52,6 +53,7 @@ def test_verify_report_on_real_images(tiny_model_path, tiny_checkpoint_path):
     assert len(report["gradcam_per_class"]) == 3 and report["top1_agreement"] == 1.0
 
 
+@pytest.mark.data
 def test_cli_passes_and_prints_json(tiny_plain_model_path, tiny_checkpoint_path, tmp_path):
     out = tmp_path / "report.json"
     result = CliRunner().invoke(
@@ -62,6 +64,7 @@ def test_cli_passes_and_prints_json(tiny_plain_model_path, tiny_checkpoint_path,
     assert report["images"] == 3 and "gradcam" not in report and report["failures"] == []
 
 
+@pytest.mark.data
 def test_cli_fails_beyond_tolerance(tiny_model_path, make_checkpoint, tmp_path):
     """Other weights under the same contract must be caught, and the exit code says so."""
     other = tmp_path / "other.pt"
