@@ -47,6 +47,7 @@ KEY_QUANTIZED = "cxr.quantized"
 KEY_QUANTIZATION = "cxr.quantization"
 KEY_NAME = "cxr.name"
 KEY_CARD = "cxr.card"
+KEY_CALIBRATION = "cxr.calibration"
 
 REQUIRED_KEYS = (
     KEY_CONTRACT,
@@ -62,7 +63,7 @@ REQUIRED_KEYS = (
     KEY_EXPORTED_AT,
     KEY_OPSET,
 )
-OPTIONAL_KEYS = (KEY_QUANTIZED, KEY_QUANTIZATION, KEY_NAME, KEY_CARD)
+OPTIONAL_KEYS = (KEY_QUANTIZED, KEY_QUANTIZATION, KEY_NAME, KEY_CARD, KEY_CALIBRATION)
 ALL_KEYS = REQUIRED_KEYS + OPTIONAL_KEYS
 
 
@@ -95,6 +96,7 @@ class ModelInfo:
     quantization: dict[str, Any] = field(default_factory=dict)
     name: str = ""
     card: dict[str, Any] = field(default_factory=dict)
+    calibration: dict[str, Any] = field(default_factory=dict)  # temperature scaling folded into probs; {} = none
 
     def __post_init__(self) -> None:
         problems = _field_problems(self)
@@ -124,6 +126,7 @@ class ModelInfo:
             KEY_QUANTIZATION: self.quantization,
             KEY_NAME: self.name,
             KEY_CARD: self.card,
+            KEY_CALIBRATION: self.calibration,
         }
         props = {key: json.dumps(value, sort_keys=True) for key, value in values.items()}
         props[KEY_PREPROCESS] = self.preprocess.to_json()
@@ -170,6 +173,7 @@ class ModelInfo:
                 quantization=values.get(KEY_QUANTIZATION) or {},
                 name=values.get(KEY_NAME) or "",
                 card=values.get(KEY_CARD) or {},
+                calibration=values.get(KEY_CALIBRATION) or {},
             )
         except ContractError as error:
             raise ContractError(f"{source}: {error}") from error

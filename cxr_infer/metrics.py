@@ -56,10 +56,35 @@ def roc_auc_per_class(y_true: np.ndarray, probs: np.ndarray, classes: list[str])
     return aucs
 
 
-def classification_metrics(y_true: Any, probs: Any, classes: list[str]) -> dict[str, Any]:
+def source_audit(y_true: np.ndarray, y_pred: np.ndarray, sources: list[str], classes: list[str]) -> dict[str, Any]:
+    """Recall of each class per source, with what the misses were called: the shortcut audit.
+
+    A class whose recall is high for one source and low for another was learned from the
+    source's look, not from the lungs; the overall figures average that away.
+    """
+    if len(sources) != y_true.size:
+        raise ValueError(f"sources has {len(sources)} entries for {y_true.size} samples")
+    names = np.asarray(sources, dtype=object)
+    audit: dict[str, Any] = {}
+    for k, name in enumerate(classes):
+        rows = {}
+        for source in sorted(set(names[y_true == k])):
+            mask = (y_true == k) & (names == source)
+            predicted = np.bincount(y_pred[mask], minlength=len(classes))
+            rows[source] = {
+                "n": int(mask.sum()),
+                "recall": float(predicted[k] / mask.sum()),
+                "predicted": {c: int(predicted[j]) for j, c in enumerate(classes)},
+            }
+        audit[name] = rows
+    return audit
+
+
+def classification_metrics(y_true: Any, probs: Any, classes: list[str], sources: list[str] | None = None) -> dict[str, Any]:
     """All figures of one data set: accuracy, per-class P/R/F1/support, macro-F1, macro recall,
     confusion matrix (rows = true class, columns = predicted, in ``classes`` order), one-vs-rest
-    ROC-AUC per class and macro (mean over classes where defined) and 15-bin ECE.
+    ROC-AUC per class and macro (mean over classes where defined) and 15-bin ECE; with
+    ``sources`` (one per sample) also ``per_source``, the :func:`source_audit`.
 
     Per-class and macro figures range over *all* ``classes``, so a class missing from the data
     shows up as recall 0 / support 0 instead of silently vanishing from the average.
@@ -74,7 +99,7 @@ def classification_metrics(y_true: Any, probs: Any, classes: list[str]) -> dict[
     )
     aucs = roc_auc_per_class(y_true, probs, classes)
     defined = [v for v in aucs.values() if v is not None]
-    return {
+    report = {
         "n": int(y_true.size),
         "classes": list(classes),
         "accuracy": float(accuracy_score(y_true, y_pred)),
@@ -94,6 +119,9 @@ def classification_metrics(y_true: Any, probs: Any, classes: list[str]) -> dict[
         "roc_auc_macro": float(np.mean(defined)) if defined else None,
         "ece": expected_calibration_error(y_true, probs),
     }
+    if sources is not None:
+        report["per_source"] = source_audit(y_true, y_pred, list(sources), list(classes))
+    return report
 
 
 def _fmt(value: float | None) -> str:
@@ -120,4 +148,16 @@ def format_metrics(report: dict[str, Any]) -> str:
     lines.append(" " * width + "".join(f"  {name[:9]:>9}" for name in classes))
     for name, row in zip(classes, report["confusion_matrix"]):
         lines.append(f"{name:<{width}}" + "".join(f"  {count:>9d}" for count in row))
+    if report.get("per_source"):
+        lines += ["recall per source (shortcut audit; misses as predicted counts):", *format_audit(report["per_source"])]
     return "\n".join(lines)
+
+
+def format_audit(audit: dict[str, Any]) -> list[str]:
+    """One line per (class, source): n, recall, and what the images were called."""
+    lines = []
+    for name, rows in audit.items():
+        for source, row in rows.items():
+            called = ", ".join(f"{c} {n}" for c, n in row["predicted"].items() if n)
+            lines.append(f"  {name:<10} {source:<60} n={row['n']:<4d} recall {row['recall']:.3f}  ({called})")
+    return lines

@@ -15,7 +15,7 @@ import numpy as np
 
 PREPROCESS_VERSION = 1
 RESIZE_RULES = ("stretch",)
-INTENSITY_RULES = ("percentile",)
+INTENSITY_RULES = ("percentile", "equalize")
 
 
 @dataclass(frozen=True)
@@ -26,6 +26,9 @@ class PreprocessSpec:
     fields off wide or tall films, while a mild aspect change is harmless to a CNN trained on it.
     ``percentile`` maps the ``low``..``high`` percentiles to 0..1 (clipped) so that exposure,
     bit depth and the window a source chose do not become features the model can learn.
+    ``equalize`` goes further: each pixel becomes its rank among the image's pixels (histogram
+    equalization, after the same percentile clip), so every image has the same flat intensity
+    histogram and a source's contrast curve or film processing is not a feature either.
     """
 
     size: int = 224
@@ -96,4 +99,19 @@ def preprocess(image: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
         raise ValueError("image contains non-finite pixel values")
     scale = 1.0 / (hi - lo) if hi > lo else 0.0
     out = np.clip((small - lo) * scale, 0.0, 1.0)
+    if spec.intensity == "equalize":
+        out = equalize(out)
     return out[None, :, :].astype(np.float32, copy=False)
+
+
+def equalize(image: np.ndarray) -> np.ndarray:
+    """Histogram equalization of a float image in [0, 1]: each value becomes the fraction of
+    pixels at or below it (ties share one value), so it works at any bit depth, unlike 8-bit
+    ``cv2.equalizeHist``. A constant image stays constant (all zeros)."""
+    flat = image.ravel()
+    values, inverse, counts = np.unique(flat, return_inverse=True, return_counts=True)
+    if values.size < 2:
+        return np.zeros_like(image)
+    cdf = np.cumsum(counts).astype(np.float64)
+    levels = (cdf - cdf[0]) / (cdf[-1] - cdf[0])
+    return levels[inverse].reshape(image.shape).astype(np.float32)

@@ -25,7 +25,8 @@ class Checkpoint:
 
     ``trained_on`` holds ``{"datasets": [...], "file_list_sha256": ...}``; ``metrics`` maps a
     data-set name to the report of :func:`cxr_infer.metrics.classification_metrics`;
-    ``training`` is resumable state (optimizer, scheduler, epoch, RNG) and may be empty.
+    ``training`` is resumable state (optimizer, scheduler, epoch, RNG) and may be empty;
+    ``calibration`` the temperature-scaling report of :mod:`cxr_train.calibrate` (empty: none).
     """
 
     model: str
@@ -40,6 +41,12 @@ class Checkpoint:
     epoch: int = 0
     training: dict[str, Any] = field(default_factory=dict)
     toolkit_version: str = __version__
+    calibration: dict[str, Any] = field(default_factory=dict)  # cxr_train.calibrate's report; {} = none
+
+    @property
+    def temperature(self) -> float:
+        """The softmax temperature fitted on val (1.0 for an uncalibrated model)."""
+        return float(self.calibration.get("temperature", 1.0))
 
     def build(self) -> nn.Module:
         """Instantiate the registered architecture and load the weights (eval mode, CPU)."""

@@ -25,6 +25,7 @@ import torch
 
 from cxr_infer.preprocess import PreprocessSpec, preprocess
 from cxr_infer.readers import DICOM_EXTENSIONS, RASTER_EXTENSIONS, ReadError, available_readers, read_image
+from cxr_infer.sources import SourceTable
 
 IMAGE_EXTENSIONS = RASTER_EXTENSIONS + DICOM_EXTENSIONS
 SPLITS = ("train", "val", "test")
@@ -32,12 +33,14 @@ SPLITS = ("train", "val", "test")
 
 @dataclass(frozen=True)
 class LabelledSet:
-    """The files of one labelled folder: paths relative to ``root``, labels indexing ``classes``."""
+    """The files of one labelled folder: paths relative to ``root``, labels indexing ``classes``,
+    and (when a source table is known) each file's source."""
 
     root: Path
     classes: list[str]
     files: list[str]
     labels: list[int]
+    sources: list[str] | None = None
 
     def __len__(self) -> int:
         return len(self.files)
@@ -59,7 +62,27 @@ class LabelledSet:
             members = [i for i, label in enumerate(self.labels) if label == k]
             keep += sorted(rng.sample(members, min(n, len(members))))
         keep.sort()
-        return LabelledSet(self.root, self.classes, [self.files[i] for i in keep], [self.labels[i] for i in keep])
+        return self.subset(keep)
+
+    def subset(self, keep: list[int]) -> "LabelledSet":
+        """The images at the indices ``keep``, with their labels and sources."""
+        sources = None if self.sources is None else [self.sources[i] for i in keep]
+        return LabelledSet(self.root, self.classes, [self.files[i] for i in keep], [self.labels[i] for i in keep], sources)
+
+    def with_sources(self, table: SourceTable | None) -> "LabelledSet":
+        """The same set with each file's source from ``table`` (``None``: sources stay unknown)."""
+        if table is None:
+            return self
+        return LabelledSet(self.root, self.classes, self.files, self.labels, table.sources_of(self.root / f for f in self.files))
+
+    def groups(self) -> dict[tuple[str, str], int]:
+        """Image count per (class, source); one ``unknown`` source per class without a table."""
+        sources = self.sources or ["unknown"] * len(self)
+        counts: dict[tuple[str, str], int] = {}
+        for label, source in zip(self.labels, sources):
+            key = (self.classes[label], source)
+            counts[key] = counts.get(key, 0) + 1
+        return dict(sorted(counts.items()))
 
 
 def _is_image(path: Path) -> bool:

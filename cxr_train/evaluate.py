@@ -16,19 +16,25 @@ import torch
 from torch import nn
 
 from cxr_infer.metrics import classification_metrics, format_metrics
+from cxr_infer.sources import sources_for
+from cxr_train.calibrate import scaled_probs
 from cxr_train.checkpoint import Checkpoint
 from cxr_train.data import SPLITS, discover, load_tensors
 
 
-def predict_probs(model: nn.Module, x: torch.Tensor, device: torch.device, batch_size: int = 64) -> np.ndarray:
-    """Softmax probabilities (N, K) in float32, in eval mode, without gradients."""
+def predict_logits(model: nn.Module, x: torch.Tensor, device: torch.device, batch_size: int = 64) -> torch.Tensor:
+    """Logits (N, K) in float32 on the CPU, in eval mode, without gradients."""
     model.eval()
     out = []
     with torch.inference_mode():
         for start in range(0, x.shape[0], batch_size):
-            logits = model(x[start : start + batch_size].to(device))
-            out.append(torch.softmax(logits.float(), dim=1).cpu())
-    return torch.cat(out).numpy()
+            out.append(model(x[start : start + batch_size].to(device)).float().cpu())
+    return torch.cat(out) if out else torch.empty(0, 0)
+
+
+def predict_probs(model: nn.Module, x: torch.Tensor, device: torch.device, temperature: float = 1.0) -> np.ndarray:
+    """``softmax(logits / temperature)`` (N, K) in float32: what the exported ``probs`` gives."""
+    return scaled_probs(predict_logits(model, x, device), temperature)
 
 
 def dataset_name(path: Path) -> str:
@@ -62,22 +68,35 @@ def plot_confusion(report: dict[str, Any], title: str, path: Path) -> None:
     plt.close(fig)
 
 
+def score(checkpoint: Checkpoint, logits: torch.Tensor, labels: torch.Tensor, sources: list[str] | None) -> dict[str, Any]:
+    """The report of calibrated probabilities (as the exported model gives them), with the ECE
+    of the raw softmax beside it when the checkpoint carries a temperature."""
+    report = classification_metrics(labels.numpy(), scaled_probs(logits, checkpoint.temperature), checkpoint.classes, sources)
+    if checkpoint.calibration:
+        report["ece_uncalibrated"] = classification_metrics(labels.numpy(), scaled_probs(logits, 1.0), checkpoint.classes)["ece"]
+        report["temperature"] = checkpoint.temperature
+    return report
+
+
 def evaluate_checkpoint(
-    checkpoint_path: Path, data_dirs: list[Path], out: Path | None = None, record: bool = False, threads: int = 1
+    checkpoint_path: Path, data_dirs: list[Path], out: Path | None = None, record: bool = False, threads: int = 1,
+    sources: Path | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Score one checkpoint on each labelled folder; returns ``{data-set name: report}``.
 
-    With ``out``, writes ``<name>.json`` and ``<name>.png`` per data set there (``/`` in the name
-    becomes ``_``). With ``record``, stores the reports in the checkpoint's ``metrics`` (keyed by
-    data-set name, replacing older reports of the same set) and saves it in place.
+    Each report has the per-(class, source) audit when sources are known (``sources`` CSV, or
+    the ``MANIFEST.csv`` beside the data). With ``out``, writes ``<name>.json`` and
+    ``<name>.png`` per data set there (``/`` in the name becomes ``_``). With ``record``, stores
+    the reports in the checkpoint's ``metrics`` (keyed by data-set name, replacing older reports
+    of the same set) and saves it in place.
     """
     checkpoint = Checkpoint.load(checkpoint_path)
     model = checkpoint.build()
     reports = {}
     for folder in data_dirs:
-        dataset = discover(folder, classes=checkpoint.classes)
+        dataset = discover(folder, classes=checkpoint.classes).with_sources(sources_for(folder, sources))
         x, y = load_tensors(dataset, checkpoint.preprocess, threads=threads)
-        report = classification_metrics(y.numpy(), predict_probs(model, x, torch.device("cpu")), checkpoint.classes)
+        report = score(checkpoint, predict_logits(model, x, torch.device("cpu")), y, dataset.sources)
         report["file_list_sha256"] = dataset.file_list_sha256()
         name = dataset_name(Path(folder))
         reports[name] = report

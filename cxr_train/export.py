@@ -119,11 +119,12 @@ class GradCamGraph(nn.Module):
     not interact in eval mode.
     """
 
-    def __init__(self, network: nn.Module, target_layer: str, num_classes: int):
+    def __init__(self, network: nn.Module, target_layer: str, num_classes: int, temperature: float = 1.0):
         super().__init__()
         self.network = network
         self.target = target_module(network, target_layer)
         self.num_classes = num_classes
+        self.temperature = temperature  # probs = softmax(logits / T): calibration folded into the graph
 
     def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, ...]:
         captured: list[torch.Tensor] = []
@@ -138,24 +139,27 @@ class GradCamGraph(nn.Module):
         gradients = [
             torch.autograd.grad(logits[:, k].sum(), activations, retain_graph=True)[0] for k in range(self.num_classes)
         ]
-        return logits.detach(), torch.softmax(logits, dim=1).detach(), activations.detach(), torch.stack(gradients, 1)
+        probs = torch.softmax(logits / self.temperature, dim=1)
+        return logits.detach(), probs.detach(), activations.detach(), torch.stack(gradients, 1)
 
 
 class ClassifyGraph(nn.Module):
     """Logits and probabilities only, for models exported without explain outputs."""
 
-    def __init__(self, network: nn.Module):
+    def __init__(self, network: nn.Module, temperature: float = 1.0):
         super().__init__()
         self.network = network
+        self.temperature = temperature
 
     def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         logits = self.network(image)
-        return logits, torch.softmax(logits, dim=1)
+        return logits, torch.softmax(logits / self.temperature, dim=1)
 
 
-def trace_explain(network: nn.Module, target_layer: str, num_classes: int, size: int) -> torch.fx.GraphModule:
+def trace_explain(network: nn.Module, target_layer: str, num_classes: int, size: int,
+                  temperature: float = 1.0) -> torch.fx.GraphModule:
     """Trace :class:`GradCamGraph` into a backward-free FX graph (weights become constants)."""
-    graph = GradCamGraph(network.eval(), target_layer, num_classes)
+    graph = GradCamGraph(network.eval(), target_layer, num_classes, temperature)
     example = torch.rand(TRACE_BATCH, 1, size, size)
     with torch.enable_grad():
         traced = make_fx(
@@ -167,11 +171,12 @@ def trace_explain(network: nn.Module, target_layer: str, num_classes: int, size:
     return traced.eval()
 
 
-def build_graph(network: nn.Module, target_layer: str, num_classes: int, size: int, explain: bool) -> nn.Module:
+def build_graph(network: nn.Module, target_layer: str, num_classes: int, size: int, explain: bool,
+                temperature: float = 1.0) -> nn.Module:
     """The module handed to the ONNX exporter: traced Grad-CAM graph or plain classifier."""
     if explain:
-        return trace_explain(network, target_layer, num_classes, size)
-    return ClassifyGraph(network.eval()).eval()
+        return trace_explain(network, target_layer, num_classes, size, temperature)
+    return ClassifyGraph(network.eval(), temperature).eval()
 
 
 def graph_to_onnx(module: nn.Module, size: int, outputs: tuple[str, ...], opset: int | None) -> onnx.ModelProto:
@@ -212,6 +217,7 @@ def checkpoint_info(checkpoint: Checkpoint, outputs: tuple[str, ...], opset: int
         opset=opset,
         name=name or checkpoint.model,
         card=training_card(checkpoint),
+        calibration=dict(checkpoint.calibration),
     )
 
 
@@ -272,7 +278,7 @@ def export_onnx(
     network = checkpoint.build()
     size = checkpoint.preprocess.size
     outputs = ALL_OUTPUTS if explain else CLASSIFY_OUTPUTS
-    graph = build_graph(network, checkpoint.target_layer, len(checkpoint.classes), size, explain)
+    graph = build_graph(network, checkpoint.target_layer, len(checkpoint.classes), size, explain, checkpoint.temperature)
     model = graph_to_onnx(graph, size, outputs, opset)
     info = checkpoint_info(checkpoint, outputs, model_opset(model), name)
     write_model(model, info, out)

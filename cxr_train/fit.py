@@ -24,10 +24,12 @@ from torch import nn
 
 from cxr_infer.metrics import classification_metrics
 from cxr_infer.preprocess import PreprocessSpec
+from cxr_infer.sources import sources_for
 from cxr_train.augment import Augment, build_pipeline
 from cxr_train.checkpoint import Checkpoint
 from cxr_train.data import LabelledSet, discover, load_tensors, split_folders
-from cxr_train.evaluate import dataset_name, predict_probs
+from cxr_train.calibrate import calibrate
+from cxr_train.evaluate import dataset_name, predict_logits, predict_probs, score
 from cxr_train.models import get_model_spec
 
 
@@ -47,6 +49,11 @@ class FitConfig:
     augment: list[str] = field(default_factory=list)
     balanced_sampling: bool = False
     class_weights: bool = True
+    balance: str = "class"
+    source_power: float = 0.5
+    sources: str | None = None
+    mixup: float = 0.0
+    intensity: str = "percentile"
     pretrained: bool = False
     seed: int = 0
     patience: int = 10
@@ -69,6 +76,48 @@ def inverse_frequency_weights(counts: list[int]) -> list[float]:
         raise ValueError(f"a class has no training images (counts {counts}); cannot weight it")
     total, k = sum(counts), len(counts)
     return [total / (k * n) for n in counts]
+
+
+def group_masses(groups: dict[tuple[str, str], int], power: float) -> dict[tuple[str, str], float]:
+    """Share of the training signal per (class, source): every class 1/K, split between its
+    sources in proportion to ``n ** power``.
+
+    ``power`` 1 keeps the sources' natural shares (plain class balance), 0 gives every source of
+    a class the same share (a 9-image source would then weigh as much as a 400-image one, and be
+    memorised), 0.5 sits between: the large source no longer dominates its class.
+    """
+    classes = sorted({c for c, _ in groups})
+    masses = {}
+    for name in classes:
+        members = {key: n for key, n in groups.items() if key[0] == name}
+        scale = sum(n**power for n in members.values())
+        masses.update({key: n**power / scale / len(classes) for key, n in members.items()})
+    return masses
+
+
+def sample_weights(train: LabelledSet, balance: str, power: float) -> tuple[np.ndarray, dict[str, Any]]:
+    """One weight per training image (mean 1) and a description of them for the checkpoint.
+
+    ``class``: the inverse class frequency ``N / (K * n_k)``; ``class-source``: each (class,
+    source) group gets :func:`group_masses`' share, so no single source dominates a class.
+    """
+    labels = np.asarray(train.labels)
+    if balance == "class":
+        per_class = inverse_frequency_weights(train.counts())
+        return np.asarray(per_class, dtype=np.float64)[labels], {"balance": "class", "class_weights": per_class}
+    if balance != "class-source":
+        raise ValueError(f"unknown balance {balance!r} (class or class-source)")
+    if train.sources is None:
+        raise ValueError("--balance class-source needs each image's source: a MANIFEST.csv beside the data or --sources CSV")
+    if min(train.counts()) == 0:
+        raise ValueError(f"a class has no training images (counts {train.counts()}); cannot weight it")
+    groups = train.groups()
+    masses = group_masses(groups, power)
+    keys = [(train.classes[label], source) for label, source in zip(train.labels, train.sources)]
+    weights = np.asarray([masses[key] / groups[key] * len(train) for key in keys], dtype=np.float64)
+    table = [{"class": c, "source": s, "n": n, "weight": round(masses[(c, s)] / n * len(train), 4)}
+             for (c, s), n in groups.items()]
+    return weights, {"balance": "class-source", "source_power": power, "groups": table}
 
 
 def use_bf16(device: torch.device, precision: str) -> bool:
@@ -118,7 +167,7 @@ class Trainer:
     scheduler: torch.optim.lr_scheduler.LRScheduler
     device: torch.device
     bf16: bool
-    loss_weights: torch.Tensor | None
+    loss_weights: torch.Tensor | None  # one per training image (None: plain mean)
     sample_weights: torch.Tensor | None
     augment: Augment
     generator: torch.Generator  # batch order (CPU, where the cached tensors live)
@@ -147,11 +196,14 @@ class Trainer:
         start, seen, total_loss = time.perf_counter(), 0, 0.0
         for index in self.batches(x.shape[0]):
             images = self.augment(x[index].to(self.device), self.aug_generator)
+            partner, lam = self.mix_partner(len(index))
+            if partner is not None:
+                images = lam * images + (1 - lam) * images[partner]
             if self.bf16:
                 images = images.contiguous(memory_format=torch.channels_last)
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
                 logits = self.model(images)
-            loss = F.cross_entropy(logits.float(), y[index].to(self.device), weight=self.loss_weights)
+            loss = self.loss(logits.float(), index, y, partner, lam)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
@@ -161,6 +213,27 @@ class Trainer:
             progress.update(seen, total_loss / seen)
         progress.close()
         return total_loss / max(seen, 1), seen / (time.perf_counter() - start)
+
+    def mix_partner(self, n: int) -> tuple[torch.Tensor | None, float]:
+        """Mixup: each image is blended with a random other of the batch (most often of another
+        source), so no source's look alone can carry a label. ``None`` when mixup is off."""
+        if self.config.mixup <= 0:
+            return None, 1.0
+        seed = int(torch.randint(2**31 - 1, (1,), generator=self.generator))  # resumable: all draws from one generator
+        lam = float(np.random.default_rng(seed).beta(self.config.mixup, self.config.mixup))
+        return torch.randperm(n, generator=self.generator).to(self.device), max(lam, 1 - lam)
+
+    def loss(self, logits: torch.Tensor, index: torch.Tensor, y: torch.Tensor, partner: torch.Tensor | None,
+             lam: float) -> torch.Tensor:
+        """Cross-entropy weighted per image (class or class-source balance), normalised by the
+        batch's weight sum as ``F.cross_entropy(weight=...)`` does; mixup mixes both parts."""
+        target = y[index].to(self.device)
+        weights = (self.loss_weights[index] if self.loss_weights is not None else torch.ones(len(index))).to(self.device)
+        losses = F.cross_entropy(logits, target, reduction="none")
+        if partner is not None:
+            losses = lam * losses + (1 - lam) * F.cross_entropy(logits, target[partner], reduction="none")
+            weights = lam * weights + (1 - lam) * weights[partner]
+        return (losses * weights).sum() / weights.sum()
 
     def training_state(self) -> dict[str, Any]:
         return {
@@ -212,20 +285,22 @@ def load_splits(config: FitConfig) -> tuple[LabelledSet, LabelledSet]:
     missing = {"train", "val"} - set(splits)
     if missing:
         raise FileNotFoundError(f"{config.data}: missing split folder(s) {sorted(missing)} (expected train/ and val/)")
-    train = discover(splits["train"])
-    val = discover(splits["val"], classes=train.classes)
+    table = sources_for(config.data, config.sources)
+    train = discover(splits["train"]).with_sources(table)
+    val = discover(splits["val"], classes=train.classes).with_sources(table)
     if config.limit_per_class:
         train = train.limit_per_class(config.limit_per_class, config.seed)
         val = val.limit_per_class(config.limit_per_class, config.seed)
     return train, val
 
 
-def build_trainer(config: FitConfig, train: LabelledSet, weights: list[float], device: torch.device) -> Trainer:
-    """Model, loss weights or sampler, optimizer and schedule for one run."""
+def build_trainer(config: FitConfig, train: LabelledSet, weights: np.ndarray, device: torch.device) -> Trainer:
+    """Model, per-image loss weights or sampler, optimizer and schedule for one run."""
     if config.balanced_sampling and config.class_weights:
         raise ValueError("--balanced-sampling and class-weighted loss correct the same imbalance twice; "
                          "add --no-class-weights to sample balanced batches")
-    labels = torch.tensor(train.labels)
+    if config.mixup < 0:
+        raise ValueError(f"--mixup must be >= 0 (0: off), got {config.mixup}")
     model = get_model_spec(config.model).factory(len(train.classes), config.pretrained).to(device)
     bf16 = use_bf16(device, config.precision)
     if bf16:
@@ -239,8 +314,8 @@ def build_trainer(config: FitConfig, train: LabelledSet, weights: list[float], d
         scheduler=make_scheduler(config, optimizer, steps),
         device=device,
         bf16=bf16,
-        loss_weights=torch.tensor(weights, device=device) if config.class_weights else None,
-        sample_weights=torch.tensor(weights)[labels] if config.balanced_sampling else None,
+        loss_weights=torch.tensor(weights, dtype=torch.float32) if config.class_weights else None,
+        sample_weights=torch.tensor(weights) if config.balanced_sampling else None,
         augment=build_pipeline(config.augment),
         generator=torch.Generator().manual_seed(config.seed),
         aug_generator=torch.Generator(device).manual_seed(config.seed + 1),
@@ -248,19 +323,21 @@ def build_trainer(config: FitConfig, train: LabelledSet, weights: list[float], d
 
 
 def provenance(config: FitConfig, command: str, train: LabelledSet, val: LabelledSet, spec: PreprocessSpec,
-               weights: list[float], device: torch.device, bf16: bool) -> dict[str, Any]:
+               balance: dict[str, Any], device: torch.device, bf16: bool) -> dict[str, Any]:
     """The checkpoint fields that stay fixed for a whole run (what, on which data, how)."""
     return {
         "model": config.model,
         "classes": train.classes,
         "preprocess": spec,
         "target_layer": get_model_spec(config.model).target_layer,
-        "class_weights": weights if config.class_weights else None,
+        "class_weights": balance.get("class_weights") if config.class_weights else None,
         "trained_on": {
             "datasets": [dataset_name(train.root)],
             "validation": dataset_name(val.root),
             "file_list_sha256": train.file_list_sha256(),
             "counts": dict(zip(train.classes, train.counts())),
+            "sources": [{"class": c, "source": s, "n": n} for (c, s), n in train.groups().items()],
+            "weighting": {**balance, "applied_as": weighting_mode(config)},
         },
         "args": {**asdict(config), "command": command, "device": device_description(device), "bf16": bf16},
     }
@@ -278,11 +355,13 @@ def snapshot(trainer: Trainer, fixed: dict[str, Any], val_name: str, val_report:
 
 
 def run_epoch(trainer: Trainer, train: tuple[torch.Tensor, torch.Tensor], val: tuple[torch.Tensor, torch.Tensor],
-              classes: list[str]) -> dict[str, Any]:
-    """Train one epoch, score val, update best/stale; returns the ``log.jsonl`` entry."""
+              val_set: LabelledSet) -> dict[str, Any]:
+    """Train one epoch, score val (with its per-source audit), update best/stale; returns the
+    ``log.jsonl`` entry."""
     started = time.perf_counter()
     train_loss, rate = trainer.train_epoch(*train)
-    report = classification_metrics(val[1].numpy(), predict_probs(trainer.model, val[0], trainer.device), classes)
+    probs = predict_probs(trainer.model, val[0], trainer.device)
+    report = classification_metrics(val[1].numpy(), probs, val_set.classes, val_set.sources)
     trainer.epoch += 1
     improved = report["macro_f1"] > trainer.best_f1
     trainer.best_f1, trainer.stale = (report["macro_f1"], 0) if improved else (trainer.best_f1, trainer.stale + 1)
@@ -298,25 +377,24 @@ def fit(config: FitConfig, command: str = "") -> Path:
     if config.threads:
         torch.set_num_threads(config.threads)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    spec = PreprocessSpec(size=config.image_size or get_model_spec(config.model).input_size)
+    spec = PreprocessSpec(size=config.image_size or get_model_spec(config.model).input_size, intensity=config.intensity)
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
     train, val = load_splits(config)
-    weights = inverse_frequency_weights(train.counts())
+    weights, balance = sample_weights(train, config.balance, config.source_power)
     trainer = build_trainer(config, train, weights, device)
     print(f"classes {train.classes}, train counts {train.counts()}, val counts {val.counts()}\n"
-          f"class weights (inverse frequency) {[round(w, 4) for w in weights]}"
-          f"{'' if config.class_weights else ' (not used: --no-class-weights)'}\n"
+          f"{describe_weighting(balance)} ({weighting_mode(config)})\n"
           f"device {device}, bf16 autocast {trainer.bf16}, threads {torch.get_num_threads()}, image size {spec.size}",
           file=sys.stderr)
     tensors = [load_tensors(subset, spec, out / "cache", threads=config.threads or 1) for subset in (train, val)]
     if config.resume:
         trainer.restore(Checkpoint.load(config.resume))
         print(f"resumed from {config.resume} after epoch {trainer.epoch}", file=sys.stderr)
-    fixed = provenance(config, command, train, val, spec, weights, device, trainer.bf16)
+    fixed = provenance(config, command, train, val, spec, balance, device, trainer.bf16)
     with (out / "log.jsonl").open("a") as log:
         while trainer.epoch < config.epochs and (config.patience <= 0 or trainer.stale < config.patience):
-            entry = run_epoch(trainer, tensors[0], tensors[1], train.classes)
+            entry = run_epoch(trainer, tensors[0], tensors[1], val)
             if entry["best"]:
                 snapshot(trainer, fixed, dataset_name(val.root), entry["val"], with_state=False).save(out / "best.pt")
             snapshot(trainer, fixed, dataset_name(val.root), entry["val"], with_state=True).save(out / "last.pt")
@@ -328,7 +406,38 @@ def fit(config: FitConfig, command: str = "") -> Path:
                   f"{' *best*' if entry['best'] else ''}", file=sys.stderr)
     if trainer.stale >= config.patience > 0:
         print(f"early stop: no val macro-F1 gain for {config.patience} epochs", file=sys.stderr)
+    calibrate_best(out / "best.pt", tensors[1], val)
     return out / "best.pt"
+
+
+def calibrate_best(path: Path, val_tensors: tuple[torch.Tensor, torch.Tensor], val: LabelledSet) -> None:
+    """Fit the softmax temperature of the chosen epoch on val and store it in ``best.pt``.
+
+    Val already chose the epoch; reusing it for one scalar that changes no decision is the
+    standard recipe (Guo et al. 2017) and keeps test and external untouched.
+    """
+    if not path.exists():
+        return
+    best = Checkpoint.load(path)
+    logits = predict_logits(best.build(), val_tensors[0], torch.device("cpu"))
+    calibrate(best, logits, val_tensors[1], dataset_name(val.root))
+    best.metrics[dataset_name(val.root)] = score(best, logits, val_tensors[1], val.sources)
+    best.save(path)
+
+
+def weighting_mode(config: FitConfig) -> str:
+    """How the balance weights act: on the loss, on the sampler, or not at all."""
+    if config.balanced_sampling:
+        return "sampling"
+    return "loss" if config.class_weights else "none (--no-class-weights)"
+
+
+def describe_weighting(balance: dict[str, Any]) -> str:
+    """The weights as printed at the start of a run (the checkpoint keeps the same table)."""
+    if balance["balance"] == "class":
+        return f"class weights (inverse frequency) {[round(w, 4) for w in balance['class_weights']]}"
+    rows = "; ".join(f"{g['class']}/{g['source']} n={g['n']} w={g['weight']}" for g in balance["groups"])
+    return f"class-source weights (power {balance['source_power']}): {rows}"
 
 
 def device_description(device: torch.device) -> str:

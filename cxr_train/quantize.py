@@ -22,7 +22,7 @@ import onnx
 from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
-from cxr_infer.contract import CLASSIFY_OUTPUTS, INPUT, PROBS, ModelInfo
+from cxr_infer.contract import CLASSIFY_OUTPUTS, INPUT, LOGITS, PROBS, ModelInfo
 from cxr_infer.metrics import classification_metrics
 from cxr_train.data import LabelledSet, discover, load_tensors
 from cxr_train.export import read_info, write_model
@@ -54,23 +54,37 @@ class ImageBatches(CalibrationDataReader):
 
 def explain_only_nodes(model: onnx.ModelProto) -> list[str]:
     """Names of the nodes no classification output depends on (the in-graph backward pass)."""
-    producers = {output: node for node in model.graph.node for output in node.output}
-    needed: set[str] = set()
-    pending = [name for name in CLASSIFY_OUTPUTS if name in producers]
-    while pending:
-        node = producers.get(pending.pop())
-        if node is None or node.name in needed:
-            continue
-        needed.add(node.name)
-        pending.extend(node.input)
+    needed = ancestors(model, list(CLASSIFY_OUTPUTS))
     return [node.name for node in model.graph.node if node.name not in needed]
 
 
+def head_nodes(model: onnx.ModelProto) -> set[str]:
+    """The node producing ``logits`` and every node between it and ``probs`` (the calibration
+    temperature's scaling and the Softmax): quantizing them would round probabilities to 1/256
+    steps, and they are tiny."""
+    logits_side = ancestors(model, [LOGITS])
+    producers = {output: node for node in model.graph.node for output in node.output}
+    head = {producers[LOGITS].name} if LOGITS in producers else set()
+    return head | (ancestors(model, [PROBS]) - logits_side)
+
+
+def ancestors(model: onnx.ModelProto, outputs: list[str]) -> set[str]:
+    """Names of the nodes the tensors ``outputs`` depend on (their producers included)."""
+    producers = {output: node for node in model.graph.node for output in node.output}
+    seen: set[str] = set()
+    pending = [name for name in outputs if name in producers]
+    while pending:
+        node = producers.get(pending.pop())
+        if node is None or node.name in seen:
+            continue
+        seen.add(node.name)
+        pending.extend(node.input)
+    return seen
+
+
 def float_nodes(model: onnx.ModelProto) -> list[str]:
-    """Nodes left unquantized: the backward pass, and the ones producing ``logits`` and ``probs``
-    (a quantized Softmax would round probabilities to 1/256 steps; both nodes are tiny)."""
-    outputs = {node.name for node in model.graph.node if set(node.output) & set(CLASSIFY_OUTPUTS)}
-    return sorted(outputs | set(explain_only_nodes(model)))
+    """Nodes left unquantized: the backward pass and the classification head (:func:`head_nodes`)."""
+    return sorted(head_nodes(model) | set(explain_only_nodes(model)))
 
 
 def _named(model: onnx.ModelProto) -> onnx.ModelProto:

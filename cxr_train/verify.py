@@ -20,6 +20,7 @@ from torch import nn
 from cxr_infer.contract import ACTIVATIONS, GRADIENTS, INPUT, LOGITS, PROBS, ModelInfo
 from cxr_infer.gradcam import class_maps
 from cxr_infer.session import open_session, read_contract
+from cxr_train.calibrate import scaled_probs
 from cxr_train.checkpoint import Checkpoint
 from cxr_train.data import discover, load_tensors
 from cxr_train.export import target_module
@@ -104,7 +105,8 @@ def run_session(session: ort.InferenceSession, images: np.ndarray, batch: int = 
 
 
 def compare(
-    session: ort.InferenceSession, network: nn.Module, target_layer: str, images: np.ndarray, batch: int = BATCH
+    session: ort.InferenceSession, network: nn.Module, target_layer: str, images: np.ndarray, batch: int = BATCH,
+    temperature: float = 1.0,
 ) -> dict[str, Any]:
     """Differences between ``session`` and the eager network on ``images`` (N, 1, S, S).
 
@@ -121,7 +123,7 @@ def compare(
     report: dict[str, Any] = {
         "images": int(len(images)),
         "logits_rel": float(np.abs(outputs[LOGITS] - logits).max() / scale),
-        "probs": float(np.abs(outputs[PROBS] - torch.softmax(torch.from_numpy(logits), 1).numpy()).max()),
+        "probs": float(np.abs(outputs[PROBS] - scaled_probs(logits, temperature)).max()),
         "top1_agreement": float((outputs[LOGITS].argmax(1) == logits.argmax(1)).mean()),
     }
     if ACTIVATIONS in outputs and GRADIENTS in outputs:
@@ -167,7 +169,7 @@ def verify(
     images, _labels = load_tensors(dataset, checkpoint.preprocess)
     images = images[:limit] if limit is not None else images
     tolerances = tolerances or (INT8_TOLERANCES if info.quantized else FP32_TOLERANCES)
-    report = compare(session, checkpoint.build(), checkpoint.target_layer, images.numpy())
+    report = compare(session, checkpoint.build(), checkpoint.target_layer, images.numpy(), temperature=checkpoint.temperature)
     report.update(model=str(model_path), checkpoint=str(checkpoint_path), data=str(data), quantized=info.quantized)
     report["tolerances"] = asdict(tolerances)
     report["failures"] = judge(report, tolerances)

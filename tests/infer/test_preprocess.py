@@ -52,3 +52,18 @@ def test_spec_round_trips_and_refuses_what_it_does_not_know():
 
 def test_flat_image_is_all_zero_not_nan():
     assert np.all(preprocess(np.full((32, 32), 7, np.uint8), PreprocessSpec(size=16)) == 0)
+
+
+def test_equalize_flattens_the_histogram_and_ignores_any_contrast_curve():
+    rng = np.random.default_rng(0)
+    image = (rng.beta(2, 5, (64, 64)) * 4095).astype(np.uint16)  # a skewed 12-bit histogram, at model size
+    spec = PreprocessSpec(size=64, intensity="equalize")
+    out = preprocess(image, spec)
+    assert out.shape == (1, 64, 64) and out.min() == 0.0 and out.max() == 1.0
+    counts, _ = np.histogram(out, bins=4, range=(0, 1))
+    assert counts.max() / counts.min() < 1.1  # flat: each quarter of the range holds a quarter of the pixels
+    curved = (4095 * (image / 4095.0) ** 0.4).astype(np.float32)  # another source's gamma / film curve
+    np.testing.assert_allclose(preprocess(curved, spec), out, atol=0.02)
+    assert not np.allclose(preprocess(curved, PreprocessSpec(size=64)), preprocess(image, PreprocessSpec(size=64)), atol=0.02)
+    assert preprocess(np.full((40, 40), 7, np.uint8), spec).max() == 0.0
+    assert PreprocessSpec.from_json(spec.to_json()) == spec

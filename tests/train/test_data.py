@@ -19,7 +19,7 @@ def test_real_split_collection_is_discovered(shared_data) -> None:
     assert set(split_folders(root)) == {"train", "val", "test"}
     val = discover(root / "val")
     assert val.classes == ["covid", "normal", "pneumonia"]  # sorted folder names
-    assert val.counts() == [88, 60, 167]  # the data README's table
+    assert val.counts() == [88, 133, 201]  # the data README's table (version 2)
     assert all(f.split("/")[0] == val.classes[y] for f, y in zip(val.files, val.labels))
 
 

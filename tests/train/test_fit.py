@@ -12,7 +12,7 @@ from cxr_train.checkpoint import Checkpoint
 from cxr_train.cli import main
 from cxr_train.data import discover
 from cxr_train.evaluate import evaluate_checkpoint
-from cxr_train.fit import FitConfig, build_trainer, fit, inverse_frequency_weights
+from cxr_train.fit import FitConfig, build_trainer, fit, inverse_frequency_weights, sample_weights
 
 # model -> (image size, epochs). One full batch of 12 images per epoch: each epoch is one
 # optimizer step on the same images, so the training loss must fall (and the test stays cheap).
@@ -90,7 +90,7 @@ def test_resume_continues_from_last(fitted, shared_data) -> None:
 
 def test_class_weights_are_inverse_frequencies(shared_data) -> None:
     counts = discover(shared_data / "cxr3-internal" / "train").counts()
-    assert counts == [409, 283, 774]
+    assert counts == [409, 625, 940]  # the data README's table (version 2)
     weights = inverse_frequency_weights(counts)
     total = sum(counts)
     assert weights == pytest.approx([total / (3 * n) for n in counts])
@@ -100,10 +100,11 @@ def test_class_weights_are_inverse_frequencies(shared_data) -> None:
 def test_balanced_sampling_excludes_class_weights(shared_data) -> None:
     train = discover(shared_data / "cxr3-internal" / "train")
     config = FitConfig(data="", model="simplecnn", epochs=1, out="", balanced_sampling=True)
+    weights, _ = sample_weights(train, "class", 0.5)
     with pytest.raises(ValueError, match="--no-class-weights"):
-        build_trainer(config, train, inverse_frequency_weights(train.counts()), torch.device("cpu"))
+        build_trainer(config, train, weights, torch.device("cpu"))
     config.class_weights = False
-    trainer = build_trainer(config, train, inverse_frequency_weights(train.counts()), torch.device("cpu"))
+    trainer = build_trainer(config, train, weights, torch.device("cpu"))
     assert trainer.loss_weights is None
     drawn = torch.tensor(train.labels)[torch.cat(trainer.batches(len(train)))]
     assert torch.bincount(drawn, minlength=3).float().div(len(drawn)).sub(1 / 3).abs().max() < 0.05
