@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from collections import deque
 from dataclasses import asdict, dataclass
 from pathlib import Path, PurePath
@@ -25,7 +25,7 @@ from cxr_infer.api import Annotator, Classifier, ExplainError, Prediction
 from cxr_infer.card import card_fields, format_markdown, format_text
 from cxr_infer.bundled import ModelNotFoundError, bundled_models, default_model_name, exported_dir, resolve_model
 from cxr_infer.contract import ContractError
-from cxr_infer.inputs import Input, discover, is_labelled_folder, read_labels
+from cxr_infer.inputs import Input, counted, discover, is_labelled_folder, read_labels
 from cxr_infer.overlay import render_overlay, write_png
 from cxr_infer.plugins import PluginError, describe_plugins, get_plugin_manager
 from cxr_infer.progress import Progress
@@ -63,6 +63,7 @@ def main() -> None:
     cxr-infer info [MODEL]            the model card
     cxr-infer models                  the bundled models
     cxr-infer plugins                 loaded plugins as JSON
+    cxr-infer serve-dicom [options]   a DICOM listener: classifies what a PACS sends it
     """
 
 
@@ -123,13 +124,14 @@ def run_classification(classifier: Classifier, options: RunOptions) -> int:
     writer_spec = _writer(options.format)
     labelled = options.labels is not None or any(is_labelled_folder(Path(p), classifier.classes) for p in options.paths)
     fed: deque[Input] = deque()
-    stream = open_stream(classifier, options, fed)
+    inputs, total = counted(_inputs(classifier, options), options.paths)
+    stream = open_stream(classifier, options, fed, inputs)
     options.out.mkdir(parents=True, exist_ok=True)
     results_path = options.out / f"results{writer_spec.extension}"
     writer = writer_spec.factory(results_path, columns(classifier.classes, labelled))
-    progress = Progress(enabled=not options.quiet)
     if not options.quiet:
         click.echo(f"model {classifier.info.path} (sha256 {classifier.info.sha256[:12]}), providers: {', '.join(classifier.providers)}", err=True)
+    progress = Progress(total, enabled=not options.quiet)
     scored = Scores(classifier.classes)
     try:
         for prediction, fields in stream:
@@ -148,11 +150,10 @@ def run_classification(classifier: Classifier, options: RunOptions) -> int:
     return progress.errors
 
 
-def open_stream(classifier: Classifier, options: RunOptions, fed: deque[Input]) -> Iterator[tuple[Prediction, dict[str, Any]]]:
+def open_stream(classifier: Classifier, options: RunOptions, fed: deque[Input], inputs: Iterable[Input]) -> Iterator[tuple[Prediction, dict[str, Any]]]:
     """The lazy result stream of the run; each input is appended to ``fed`` as it enters, so the
     caller pairs results (which come in input order) with their inputs. Refuses impossible
     explain requests before anything is written."""
-    inputs = _inputs(classifier, options)
     names = OverlayNames()
 
     def feed() -> Iterator[str]:

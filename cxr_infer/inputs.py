@@ -76,6 +76,18 @@ def discover(
             yield Input(item.path, item.name, label)
 
 
+def counted(inputs: Iterator[Input], arguments: Collection[str]) -> tuple[Iterable[Input], int | None]:
+    """The inputs and their number when it can be known before the run, for a progress total.
+
+    Files and folders are listed up front (names only, nothing is decoded); a list on stdin
+    (``-``) stays lazy, so a stream of unknown length starts at once: its number is ``None``.
+    """
+    if "-" in arguments:
+        return inputs, None
+    listed = list(inputs)
+    return listed, len(listed)
+
+
 def _folder(root: Path, extensions: Collection[str], classes: Collection[str], recursive: bool, skipped: Collection[str]) -> Iterator[Input]:
     labelled = is_labelled_folder(root, classes)
     base = PurePath(root.resolve().name or "root")
