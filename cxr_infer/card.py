@@ -16,10 +16,14 @@ from cxr_infer.session import ModelFileInfo
 
 LIMITATIONS = """\
 - Research and engineering use only; **not for clinical use** and not a medical device.
-- In `cxr3-internal`, class and source coincide: normal and pneumonia are all pediatric
-  (Kermany, ages 1-5, one hospital) while covid is all adult. A model trained on it can separate
-  covid from the rest by age and image style alone; read the `cxr3-external` figures (adult
-  images from other hospitals) before trusting any internal score.
+- In `cxr3-internal` (data version 2), class and source still overlap: covid is all adult
+  images from papers, websites and hospitals; normal is 45 % pediatric (Kermany), 24 % NIH and
+  31 % adult teaching films; pneumonia is 82 % pediatric and 18 % NIH. Read the per-source recall
+  ("recall per source" below) and the `cxr3-external` figures (covid from hospitals no training
+  image comes from; normal and pneumonia from other NIH patients) before trusting any internal
+  score. Radiographs from sources absent here may score lower still.
+- Probabilities are temperature-scaled on the validation split (see "calibration"); that
+  calibration holds for data like the validation split and is only approximate elsewhere.
 - Grad-CAM shows where the evidence for a class lies in the network's last convolutional
   block; it is coarse and is not a lesion segmentation."""
 
@@ -42,7 +46,9 @@ def _facts(card: dict[str, Any]) -> list[tuple[str, str]]:
         ("outputs", f"{', '.join(card['outputs'])} (explain: {'yes' if card['explain'] else 'no'})"),
         ("preprocess", json.dumps(card["preprocess"], sort_keys=True)),
         ("quantized", card["quantized"] or "no (fp32)"),
-        ("trained on", json.dumps(card["trained_on"], sort_keys=True)),
+        ("calibration", _calibration(card.get("calibration") or {})),
+        ("trained on", json.dumps({k: v for k, v in card["trained_on"].items() if k not in ("sources", "weighting")}, sort_keys=True)),
+        ("sources", "; ".join(f"{g['class']}/{g['source']} {g['n']}" for g in card["trained_on"].get("sources", [])) or "not recorded"),
         ("exported", f"{card['exported_at']} by cxr-toolkit {card['toolkit_version']} (opset {card['opset']})"),
     ]
 
@@ -76,7 +82,7 @@ def format_markdown(card: dict[str, Any]) -> str:
         f"- Command: `{made.get('command') or 'not recorded'}`",
         f"- Seed {made.get('seed', 'not recorded')}; best epoch {made.get('epoch', '?')} (chosen on the validation split by macro-F1)",
         f"- Training wall time: {_seconds(made.get('train_seconds'))}; hardware: {made.get('hardware') or 'not recorded'}",
-        f"- Augmentations: {', '.join(made.get('augment') or []) or 'none'}; class weights (inverse frequency): {made.get('class_weights')}",
+        f"- Augmentations: {', '.join(made.get('augment') or []) or 'none'}; weighting: {_weighting(card['trained_on'], made)}",
     ]
     if card.get("quantization"):
         lines.append(f"- Quantization report: `{json.dumps(card['quantization'], sort_keys=True)}`")
@@ -92,6 +98,23 @@ def _metrics_block(report: dict[str, Any]) -> str:
         return format_metrics(report)
     except (KeyError, TypeError):  # a report written by another tool: show it whole
         return json.dumps(report, indent=2, sort_keys=True)
+
+
+def _weighting(trained_on: dict[str, Any], made: dict[str, Any]) -> str:
+    weighting = trained_on.get("weighting")
+    if not weighting:
+        return f"class weights (inverse frequency) {made.get('class_weights')}"
+    if weighting["balance"] == "class":
+        return f"class weights (inverse frequency) {weighting['class_weights']}, applied as {weighting['applied_as']}"
+    groups = "; ".join(f"{g['class']}/{g['source']} n={g['n']} w={g['weight']}" for g in weighting["groups"])
+    return f"class-source balance (power {weighting['source_power']}, applied as {weighting['applied_as']}): {groups}"
+
+
+def _calibration(report: dict[str, Any]) -> str:
+    if not report:
+        return "none (probs are the raw softmax)"
+    return (f"temperature {report['temperature']:.3f} fitted on {report['fitted_on']} (n={report['n']}), folded into probs; "
+            f"val ECE {report['ece_before']:.3f} -> {report['ece_after']:.3f}")
 
 
 def _seconds(value: Any) -> str:

@@ -142,7 +142,7 @@ def format_metrics(report: dict[str, Any]) -> str:
     lines.append(
         f"accuracy {report['accuracy']:.3f}  macro-F1 {report['macro_f1']:.3f}  "
         f"macro recall {report['macro_recall']:.3f}  macro ROC-AUC {_fmt(report['roc_auc_macro'])}  "
-        f"ECE {report['ece']:.3f}  (n={report['n']})"
+        f"ECE {report['ece']:.3f}{_uncalibrated(report)}  (n={report['n']})"
     )
     lines.append("confusion matrix (rows true, columns predicted):")
     lines.append(" " * width + "".join(f"  {name[:9]:>9}" for name in classes))
@@ -151,6 +151,12 @@ def format_metrics(report: dict[str, Any]) -> str:
     if report.get("per_source"):
         lines += ["recall per source (shortcut audit; misses as predicted counts):", *format_audit(report["per_source"])]
     return "\n".join(lines)
+
+
+def _uncalibrated(report: dict[str, Any]) -> str:
+    if "ece_uncalibrated" not in report:
+        return ""
+    return f" (before temperature {report['temperature']:.2f}: {report['ece_uncalibrated']:.3f})"
 
 
 def format_audit(audit: dict[str, Any]) -> list[str]:

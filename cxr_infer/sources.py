@@ -71,3 +71,33 @@ def sources_for(folder: str | Path, explicit: str | Path | None = None) -> Sourc
         return read_sources(explicit)
     manifest = find_manifest(folder)
     return read_sources(manifest) if manifest is not None else None
+
+
+def sources_of_paths(paths: Iterable[str | Path], labels_csv: str | Path | None = None) -> list[str] | None:
+    """Each path's source for a labelled ``cxr-infer`` run: the ``source`` column of the labels
+    CSV when it has one, else the manifest nearest each file. ``None`` when no source is known
+    for any path, so reports without sources stay as they were."""
+    paths = [Path(p) for p in paths]
+    explicit = _labels_sources(labels_csv)
+    manifests: dict[Path, SourceTable | None] = {}
+    found = []
+    for path in paths:
+        source = explicit.lookup(path) if explicit is not None else UNKNOWN
+        if source == UNKNOWN:
+            folder = Path(os.path.realpath(path)).parent  # a linked file is listed where it really lies
+            if folder not in manifests:
+                manifests[folder] = sources_for(folder)
+            table = manifests[folder]
+            source = table.lookup(path) if table is not None else UNKNOWN
+        found.append(source)
+    return found if any(s != UNKNOWN for s in found) else None
+
+
+def _labels_sources(labels_csv: str | Path | None) -> SourceTable | None:
+    """The labels CSV read as a source table, when it has a ``source`` column."""
+    if labels_csv is None:
+        return None
+    try:
+        return read_sources(labels_csv)
+    except ValueError:
+        return None

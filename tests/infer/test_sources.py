@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from cxr_infer.metrics import classification_metrics, format_metrics, source_audit
-from cxr_infer.sources import UNKNOWN, find_manifest, read_sources, sources_for
+from cxr_infer.sources import UNKNOWN, find_manifest, read_sources, sources_for, sources_of_paths
 
 CLASSES = ["covid", "normal", "pneumonia"]
 
@@ -66,3 +66,19 @@ def test_report_carries_and_prints_the_audit() -> None:
     text = format_metrics(report)
     assert "recall per source" in text and "n=1" in text
     assert "per_source" not in classification_metrics([0, 1], np.eye(3)[[0, 1]], CLASSES)
+
+
+def test_paths_take_their_source_from_a_labels_csv_or_the_nearest_manifest(tmp_path) -> None:
+    data = tmp_path / "data"
+    (data / "normal").mkdir(parents=True)
+    for name in ("a.png", "b.png"):
+        (data / "normal" / name).write_bytes(b"")
+    (data / "MANIFEST.csv").write_text("path,source_repo\nnormal/a.png,repo-a\nnormal/b.png,repo-b\n")
+    linked = tmp_path / "run" / "normal"
+    linked.mkdir(parents=True)
+    (linked / "b.png").symlink_to(data / "normal" / "b.png")
+    assert sources_of_paths([data / "normal" / "a.png", linked / "b.png"]) == ["repo-a", "repo-b"]
+    labels = tmp_path / "labels.csv"
+    labels.write_text("path,label,source\ndata/normal/a.png,normal,site-1\n")
+    assert sources_of_paths([data / "normal" / "a.png", data / "normal" / "b.png"], labels) == ["site-1", "repo-b"]
+    assert sources_of_paths([tmp_path / "nowhere.png"]) is None
