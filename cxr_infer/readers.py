@@ -6,20 +6,27 @@ in both.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import io
+import logging
+import os
+import stat
+import sys
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
 import numpy as np
 
+from cxr_infer import errors
 from cxr_infer.hookspecs import hookimpl
 
 RASTER_EXTENSIONS = (".png", ".jpg", ".jpeg", ".jfif", ".bmp", ".tif", ".tiff", ".webp")
 DICOM_EXTENSIONS = (".dcm", ".dicom")
-MAX_PIXELS = 100_000_000  # 10k x 10k; larger is a decompression bomb, not a radiograph
+DEFAULT_MAX_PIXELS = 40_000_000  # the largest detectors are about 4300 x 3500 (15 MP); far more is a bomb
 EXIF_ORIENTATION = 0x0112
 EXIF_FORMATS = ("JPEG", "MPO", "WEBP", "TIFF")
 _ORIENT: dict[int, Callable[[np.ndarray], np.ndarray]] = {
@@ -35,7 +42,15 @@ _ORIENT: dict[int, Callable[[np.ndarray], np.ndarray]] = {
 
 
 class ReadError(ValueError):
-    """A file could not be decoded; the message says why (the caller adds the path)."""
+    """A file could not be decoded; the message says why (the caller adds the path) and
+    ``kind`` says what went wrong in one word (see :mod:`cxr_infer.errors`)."""
+
+    def __init__(self, message: str, kind: str = errors.CORRUPT):
+        super().__init__(message)
+        self.kind = kind
+
+    def __reduce__(self):  # keep the kind across processes (the DICOM listener's workers)
+        return type(self), (str(self), self.kind)
 
 
 @dataclass(frozen=True)
@@ -50,24 +65,30 @@ class Reader:
 def read_raster(path: Path) -> np.ndarray:
     """Decode PNG (8/16 bit), JPEG, BMP, TIFF or WebP keeping bit depth and channels.
 
-    The header is checked first (size limit, EXIF orientation) so a decompression bomb is
-    refused before a pixel is decoded, and a phone photo of a film comes out upright.
+    :func:`read_image` has checked the declared size against the pixel limit; here a file that
+    ends early is named truncated before the decoder half-fills an image from it, and a phone
+    photo of a film comes out upright (EXIF orientation).
     """
     data = np.fromfile(path, dtype=np.uint8)
     if data.size == 0:
-        raise ReadError("empty file (0 bytes)")
-    orientation = _probe_header(data)
+        raise ReadError("empty file (0 bytes)", errors.TRUNCATED)
+    from cxr_infer.image_header import truncation
+
+    cut = truncation(data.tobytes())
+    if cut:
+        raise ReadError(cut, errors.TRUNCATED)
+    orientation = _exif_orientation(data)
     image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED | cv2.IMREAD_IGNORE_ORIENTATION)
     if image is None:
-        raise ReadError("not a decodable image (corrupt, truncated or not an image format)")
+        raise ReadError("not a decodable image (corrupt data in a known image format)", errors.CORRUPT)
     return apply_exif_orientation(image, orientation)
 
 
-def _probe_header(data: np.ndarray) -> int:
-    """Return the EXIF orientation (1 = upright); refuse images over :data:`MAX_PIXELS`.
+def _exif_orientation(data: np.ndarray) -> int:
+    """The EXIF orientation (1 = upright), from the header only.
 
-    Only the header is parsed. PNG is not asked for EXIF: Pillow would decode the whole image
-    to look for an eXIf chunk after the pixels, and radiograph PNGs do not rotate by EXIF.
+    PNG is not asked for EXIF: Pillow would decode the whole image to look for an eXIf chunk
+    after the pixels, and radiograph PNGs do not rotate by EXIF.
     """
     from PIL import Image
 
@@ -75,16 +96,9 @@ def _probe_header(data: np.ndarray) -> int:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(io.BytesIO(data.tobytes())) as probe:
-                width, height = probe.size
-                if width * height > MAX_PIXELS:
-                    raise ReadError(f"image of {width}x{height} pixels exceeds the {MAX_PIXELS:,}-pixel limit")
                 orientation = probe.getexif().get(EXIF_ORIENTATION, 1) if probe.format in EXIF_FORMATS else 1
-    except ReadError:
-        raise
-    except Image.DecompressionBombError as error:
-        raise ReadError(f"decompression bomb refused: {error}") from None
     except Exception:
-        return 1  # not something Pillow can size; the decoder gives its own error
+        return 1  # not something Pillow reads (Radiance HDR, PFM): no EXIF
     return orientation if orientation in _ORIENT else 1
 
 
@@ -105,10 +119,17 @@ def read_dicom(path: Path) -> np.ndarray:
     return dataset_to_image(read_dataset(path))
 
 
+def is_raster(head: bytes) -> bool:
+    """The magic bytes of PNG, JPEG, BMP, TIFF and WebP: content wins over a misleading extension."""
+    from cxr_infer.image_header import raster_format
+
+    return raster_format(head) is not None
+
+
 @hookimpl
 def register_readers(register):
     register("dicom", read_dicom, extensions=DICOM_EXTENSIONS, sniff=is_dicom)
-    register("raster", read_raster, extensions=RASTER_EXTENSIONS)
+    register("raster", read_raster, extensions=RASTER_EXTENSIONS, sniff=is_raster)
 
 
 def available_readers() -> dict[str, Reader]:
@@ -118,7 +139,11 @@ def available_readers() -> dict[str, Reader]:
 
 
 def choose_reader(path: Path, readers: dict[str, Reader]) -> Reader:
-    """Content sniffing wins over the extension, so a DICOM named ``.png`` still reads."""
+    """Content sniffing wins over the extension, so a DICOM named ``.png`` still reads.
+
+    Only a regular file is opened: a FIFO or a device would block or never end.
+    """
+    require_regular_file(path)
     with open(path, "rb") as handle:
         head = handle.read(512)
     for reader in readers.values():
@@ -130,23 +155,82 @@ def choose_reader(path: Path, readers: dict[str, Reader]) -> Reader:
             return reader
     if suffix == "":
         return readers["dicom"]  # DICOM without a Part-10 header often has no extension
-    raise ReadError(f"unsupported file type {suffix!r}")
+    raise ReadError(f"unsupported file type {suffix!r}", errors.UNSUPPORTED)
 
 
-def read_image(path: str | Path, readers: dict[str, Reader] | None = None) -> np.ndarray:
-    """Decode one file with the reader that claims it; errors are :class:`ReadError` with a reason."""
+_FILE_TYPES = ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
+               (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))  # fmt: skip
+
+
+def require_regular_file(path: Path) -> None:
+    """Refuse, without opening it, anything but a regular file (after following links)."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        if os.path.islink(path):
+            raise ReadError(f"dangling symbolic link (to {os.readlink(path)!r})", errors.MISSING) from None
+        raise ReadError("file not found", errors.MISSING) from None
+    except OSError as error:
+        if error.errno == errno.ELOOP:
+            raise ReadError("symbolic link loop", errors.UNREADABLE) from None
+        raise ReadError(f"cannot read ({error.strerror or error})", errors.UNREADABLE) from None
+    if not stat.S_ISREG(mode):
+        kind = next((name for test, name in _FILE_TYPES if test(mode)), "not a regular file")
+        raise ReadError(f"not a regular file ({kind})", errors.NOT_A_FILE)
+
+
+def read_image(path: str | Path, readers: dict[str, Reader] | None = None, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """Decode one file with the reader that claims it; errors are :class:`ReadError` with a reason.
+
+    The size the file's header declares is checked against ``max_pixels`` before any reader
+    decodes it (:func:`cxr_infer.image_header.check_declared_size`).
+    """
+    from cxr_infer.image_header import check_declared_size
+
     path = Path(path)
     readers = readers if readers is not None else available_readers()
     reader: Reader | None = None
     try:
         reader = choose_reader(path, readers)
+        check_declared_size(path, reader.name, max_pixels)
         return reader.read(path)
     except ReadError:
         raise
     except FileNotFoundError:
-        raise ReadError("file not found") from None
+        raise ReadError("file not found", errors.MISSING) from None
+    except OSError as error:
+        raise ReadError(f"cannot read ({error.strerror or error})", errors.UNREADABLE) from error
+    except MemoryError:
+        raise ReadError("not enough memory to decode it", errors.TOO_LARGE) from None
     except Exception as error:
-        raise ReadError(f"{type(error).__name__}: {error}{_origin(reader)}") from error
+        kind = errors.CORRUPT if _origin(reader) == "" else errors.PLUGIN
+        raise ReadError(f"{type(error).__name__}: {error}{_origin(reader)}", kind) from error
+
+
+@contextlib.contextmanager
+def quiet_decoder_warnings() -> Iterator[None]:
+    """Keep pydicom's and the C decoders' (libjpeg, libpng, ...) warnings off stderr (``--quiet``).
+
+    Each input's row already says what was wrong with it, and the raw warnings can carry garbage
+    bytes from the file. The C libraries write to file descriptor 2 themselves, so it is pointed
+    at the null device meanwhile (process-wide: nothing else writes to stderr in a quiet run).
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", module=r"pydicom(\.|$)")
+        warnings.filterwarnings("ignore", category=UserWarning)
+        pydicom_logger = logging.getLogger("pydicom")
+        level, pydicom_logger.level = pydicom_logger.level, logging.CRITICAL
+        sys.stderr.flush()
+        saved = os.dup(2)
+        try:
+            with open(os.devnull, "w") as null:
+                os.dup2(null.fileno(), 2)
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            pydicom_logger.setLevel(level)
 
 
 def _claims(reader: Reader, head: bytes) -> bool:
@@ -154,7 +238,7 @@ def _claims(reader: Reader, head: bytes) -> bool:
     try:
         return bool(reader.sniff(head))
     except Exception as error:
-        raise ReadError(f"{type(error).__name__} while sniffing: {error}{_origin(reader)}") from error
+        raise ReadError(f"{type(error).__name__} while sniffing: {error}{_origin(reader)}", errors.PLUGIN) from error
 
 
 def _origin(reader: Reader | None) -> str:

@@ -30,22 +30,34 @@ class Writer:
     plugin: str = field(default="", compare=False)
 
 
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def spreadsheet_safe(value: Any) -> Any:
+    """A text cell a spreadsheet would run as a formula (it begins with ``= + - @``, tab or CR,
+    as a file named ``=HYPERLINK(...).jpg`` does) gets a leading ``'``; other values pass."""
+    return "'" + value if isinstance(value, str) and value.startswith(FORMULA_STARTS) else value
+
+
 class CsvWriter:
     """CSV with a fixed header; extra fields a post-processing plugin adds are kept as JSON in ``extra``.
 
     Values JSON cannot encode (paths, numpy scalars a plugin put in) are written as their text,
-    so one odd field never costs the row.
+    so one odd field never costs the row. Text cells are made spreadsheet-safe
+    (:func:`spreadsheet_safe`), and a file name that is not valid UTF-8 (Python holds its bytes
+    as surrogates) is written with those bytes escaped as ``\\udcXX``, so the file stays UTF-8.
     """
 
     def __init__(self, path: Path, columns: Sequence[str]):
         self._columns = list(columns)
-        self._handle = open(path, "w", newline="", encoding="utf-8")
+        self._handle = open(path, "w", newline="", encoding="utf-8", errors="backslashreplace")
         self._csv = csv.DictWriter(self._handle, fieldnames=[*self._columns, "extra"], extrasaction="ignore")
         self._csv.writeheader()
 
     def write(self, row: dict[str, Any]) -> None:
         extra = {key: value for key, value in row.items() if key not in self._columns}
-        self._csv.writerow({**row, "extra": json.dumps(extra, sort_keys=True, default=str) if extra else ""})
+        cells = {**row, "extra": json.dumps(extra, sort_keys=True, default=str) if extra else ""}
+        self._csv.writerow({key: spreadsheet_safe(value) for key, value in cells.items()})
         self._handle.flush()
 
     def close(self) -> None:
@@ -53,7 +65,11 @@ class CsvWriter:
 
 
 class JsonLinesWriter:
-    """One JSON object per line; like the CSV writer, unencodable values are written as text."""
+    """One JSON object per line; like the CSV writer, unencodable values are written as text.
+
+    JSON escapes non-ASCII (``ensure_ascii``), so a name that is not valid UTF-8 comes out as
+    ``\\udcXX`` escapes, which ``json.loads`` reads back to the same Python string.
+    """
 
     def __init__(self, path: Path, columns: Sequence[str]):
         self._handle = open(path, "w", encoding="utf-8")

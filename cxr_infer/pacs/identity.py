@@ -8,6 +8,7 @@ source instance and the model hash gives both.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,6 +45,19 @@ class ModelIdentity:
     @property
     def description(self) -> str:
         return f"classification by model {self.name} ({self.version}), ONNX file sha256 {self.sha256}"
+
+
+_UID = re.compile(r"[0-9]+(\.[0-9]+)*")  # leading zeros, though not standard, occur in real data and are harmless
+
+
+def uid_problem(uid: object) -> str | None:
+    """Why a SOP Instance UID cannot be used (missing, or not digits and dots within 64
+    characters, as ``../`` is not), or None."""
+    if not uid:
+        return "the DICOM input has no SOP Instance UID (0008,0018)"
+    if not (len(str(uid)) <= 64 and _UID.fullmatch(str(uid))):
+        return f"SOP Instance UID {str(uid)[:80]!r} is not a valid UID (digits and dots, at most 64 characters)"
+    return None
 
 
 def result_uid(source_sop_instance_uid: str, model: ModelIdentity, role: str) -> str:

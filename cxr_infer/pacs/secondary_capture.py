@@ -116,6 +116,7 @@ def secondary_capture(
     )
     if "PatientOrientation" not in source:
         sc.PatientOrientation = None  # Type 2: unknown stays empty rather than guessed
+    sc.Laterality = source.get("Laterality") or None  # Type 2C (General Series): the source's, else empty
     sc.SeriesDescription = series_description(label, model)
     sc.BurnedInAnnotation = "YES"
     sc.ImageComments = " | ".join(result_lines(label, probabilities, model))

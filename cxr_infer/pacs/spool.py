@@ -5,16 +5,20 @@ Layout under the spool root:
 - ``incoming/``: received and acknowledged, not yet classified (named so sorting keeps arrival order);
 - ``results/``: Secondary Captures and Structured Reports waiting to be forwarded (named by their
   SOP Instance UID, so a result made twice overwrites itself), or kept when nothing forwards;
-- ``failed/``: inputs that cannot be classified, each with a ``.txt`` saying why.
+- ``failed/``: inputs that cannot be classified, each with a ``.txt`` saying why;
+- ``inflight/``: one marker per input a worker process is classifying, holding the worker's
+  process id, so that when a worker dies only the input it was on is charged with the death.
 
 Every file appears by an atomic rename of a fully written, fsynced temporary file (worker
 processes stage results, the listener renames them into place), so a crash leaves either the
 whole file or a ``.tmp`` that :meth:`Spool.open` sweeps away (nothing acknowledged or finished
-is ever only a ``.tmp``). A restart resumes from ``incoming/`` and ``results/``.
+is ever only a ``.tmp``); a write that fails (a full disk) removes its ``.tmp`` at once. A
+restart resumes from ``incoming/`` and ``results/``.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import threading
@@ -25,6 +29,12 @@ from pathlib import Path
 from pydicom import Dataset
 
 TMP_SUFFIX = ".tmp"
+NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+
+
+def is_out_of_space(error: BaseException) -> bool:
+    """A write failed for want of space (disk or quota): worth retrying later, not the input's fault."""
+    return isinstance(error, OSError) and error.errno in NO_SPACE
 
 
 class Spool:
@@ -35,15 +45,38 @@ class Spool:
         self.incoming_dir = self.root / "incoming"
         self.results_dir = self.root / "results"
         self.failed_dir = self.root / "failed"
+        self.inflight_dir = self.root / "inflight"
         self._results_lock = threading.Lock()  # a result replaced while being forwarded is not retired
 
     def open(self) -> "Spool":
-        """Create the folders and drop partial writes left by a crash."""
-        for folder in (self.incoming_dir, self.results_dir, self.failed_dir):
+        """Create the folders, drop partial writes and in-flight markers left by a crash, and
+        prove the spool writable (raises OSError: read-only, not a folder, no permission)."""
+        for folder in (self.incoming_dir, self.results_dir, self.failed_dir, self.inflight_dir):
             folder.mkdir(parents=True, exist_ok=True)
             for partial in folder.glob(f"*{TMP_SUFFIX}"):
                 partial.unlink(missing_ok=True)
+        for marker in self.inflight_dir.iterdir():
+            marker.unlink(missing_ok=True)
+        _write_atomic(self.root / ".writable-probe", b"").unlink()
         return self
+
+    def claim(self, source: Path) -> None:
+        """Mark ``source`` as being classified by this process (called in the worker)."""
+        (self.inflight_dir / source.name).write_text(str(os.getpid()))
+
+    def release(self, source: Path) -> None:
+        (self.inflight_dir / source.name).unlink(missing_ok=True)
+
+    def died_on(self, source: Path) -> bool:
+        """Whether a worker process died while classifying ``source``: its marker is left and the
+        process it names is gone. Clears the marker (the input is requeued either way)."""
+        marker = self.inflight_dir / source.name
+        try:
+            pid = int(marker.read_text() or 0)
+        except (OSError, ValueError):
+            return False
+        marker.unlink(missing_ok=True)
+        return pid == 0 or not process_alive(pid)
 
     def put_incoming(self, encoded: bytes) -> Path:
         """Store one received Part-10 file; returns its spool path. Raises OSError (disk full...)."""
@@ -94,8 +127,12 @@ def write_dataset(path: Path, ds: Dataset) -> Path:
 
 
 def _save_synced(path: Path, ds: Dataset) -> Path:
-    ds.save_as(path, enforce_file_format=True)
-    _fsync(path)
+    try:
+        ds.save_as(path, enforce_file_format=True)
+        _fsync(path)
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
     return path
 
 
@@ -110,9 +147,28 @@ def _fsync(path: Path) -> None:
 
 def _write_atomic(path: Path, data: bytes) -> Path:
     tmp = path.with_name(path.name + TMP_SUFFIX)
-    with open(tmp, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     return path
+
+
+def process_alive(pid: int) -> bool:
+    """Whether process ``pid`` runs (a zombie, dead but not yet reaped, does not)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            return stat.read().rsplit(b")", 1)[1].split()[0] != b"Z"
+    except OSError:
+        return True  # no /proc: trust kill()

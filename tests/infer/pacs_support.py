@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import cv2
+import numpy as np
 from pydicom import Dataset
 from pydicom.dataset import FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
@@ -133,6 +134,17 @@ def radiograph_dataset(
     if max_side and max(gray.shape) > max_side:
         scale = max_side / max(gray.shape)
         gray = cv2.resize(gray, (round(gray.shape[1] * scale), round(gray.shape[0] * scale)), interpolation=cv2.INTER_AREA)
+    return dataset_from_pixels(gray, modality=modality, view=view, study_uid=study_uid, patient_id=jpeg.stem[:64])
+
+
+def synthetic_radiograph(side: int = 96, **keywords) -> Dataset:
+    """A CR instance of a generated ``side`` x ``side`` gradient (no data set needed)."""
+    gray = (np.add.outer(np.arange(side), np.arange(side)) * 255 // max(2 * side - 2, 1)).astype(np.uint8)
+    return dataset_from_pixels(gray, **keywords)
+
+
+def dataset_from_pixels(gray: np.ndarray, *, modality: str = "CR", view: str = "PA", study_uid: str | None = None, patient_id: str = "synthetic") -> Dataset:
+    """An uncompressed 8-bit MONOCHROME2 DICOM instance of the ``gray`` image."""
     ds = Dataset()
     ds.file_meta = FileMetaDataset()
     ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
@@ -141,7 +153,7 @@ def radiograph_dataset(
     ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
     ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
     ds.PatientName = "Test^Radiograph"
-    ds.PatientID = jpeg.stem[:64]
+    ds.PatientID = patient_id
     ds.PatientBirthDate = ""
     ds.PatientSex = "O"
     ds.StudyInstanceUID = study_uid or generate_uid()

@@ -56,19 +56,20 @@ def test_rgba_png_decodes_with_alpha(tmp_path):
 
 @pytest.mark.data
 @pytest.mark.parametrize(
-    "kind, message",
+    "kind, message, error_kind",
     [
-        ("zero-byte", "empty file"),
-        ("truncated", "not a decodable image"),
-        ("text", "not a decodable image"),
-        ("bomb", "exceeds the 100,000,000-pixel limit"),
-        ("no-pixel-dicom", "no pixel data"),
+        ("zero-byte", "empty file", "truncated"),
+        ("truncated", "JPEG ends inside its scan data", "truncated"),
+        ("text", "not a recognised image", "not-an-image"),
+        ("bomb", "PNG of 12000x12000 pixels exceeds the 40,000,000-pixel limit", "too-large"),
+        ("no-pixel-dicom", "no pixel data", "no-pixels"),
     ],
 )
-def test_bad_input_is_a_read_error_with_a_reason(tmp_path, kind, message):
+def test_bad_input_is_a_read_error_with_a_reason(tmp_path, kind, message, error_kind):
     path = make_bad_inputs(tmp_path)[kind]
-    with pytest.raises(ReadError, match=message):
+    with pytest.raises(ReadError, match=message) as refused:
         read_image(path)
+    assert refused.value.kind == error_kind
 
 
 def test_pillow_bomb_limit_is_also_a_read_error(tmp_path):
