@@ -1,4 +1,5 @@
-"""``python -m benchmarks run [--part cpu|gpu|all] [--tiny]`` and ``python -m benchmarks report``."""
+"""``python -m benchmarks run [--part cpu|gpu|all] [--tiny]``, ``python -m benchmarks gate`` and
+``python -m benchmarks report``."""
 
 from __future__ import annotations
 
@@ -51,6 +52,24 @@ def run(part, tiny, models, batches, repeats, threads, out, work, onnx, checkpoi
     config = replace(config, **{k: v for k, v in overrides.items() if v})
     for name in PARTS if part == "all" else (part,):
         click.echo(f"{name}: {run_part(name, config, out)}", err=True)
+    click.echo(report.render(out))
+
+
+@main.command("gate")
+@click.option("--gate", "gate_file", type=click.Path(dir_okay=False, exists=True, path_type=Path), help="Gate ONNX file [default: the bundled one].")
+@click.option("--loco", multiple=True, type=click.Path(dir_okay=False, exists=True, path_type=Path),
+              help="A gate trained with one ood/ category held out (cxr-train fit-gate --hold-out C); repeatable.")
+@click.option("--models", default="simplecnn,resnet50,resnet50-int8", show_default=True, help="Bundled classifiers to compare the gate's cost with.")
+@click.option("--repeats", type=click.IntRange(1), default=5, show_default=True)
+@click.option("--per-kind", type=click.IntRange(1), default=50, show_default=True, help="Generated negatives per kind.")
+@click.option("--cost-images", type=click.IntRange(1), default=64, show_default=True)
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=HERE, show_default=True)
+def gate_command(gate_file, loco, models, repeats, per_kind, cost_images, out) -> None:
+    """The input gate: rejection per ood/ category (held-out ones apart), false rejects on real
+    radiographs, cost against classification; writes results-gate.json and RESULTS.md."""
+    from benchmarks.gate import run_gate
+
+    click.echo(f"gate: {run_gate(gate_file, list(loco), models.split(','), repeats, per_kind, cost_images, out)}", err=True)
     click.echo(report.render(out))
 
 

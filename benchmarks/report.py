@@ -240,6 +240,10 @@ def render(out: Path) -> Path:
     for part in PARTS:
         if part in results:
             lines += sections[part](results[part])
+    if (gate_results := out / "results-gate.json").exists():  # python -m benchmarks gate
+        from benchmarks.gate import gate_section
+
+        lines += gate_section(json.loads(gate_results.read_text()))
     path = out / "RESULTS.md"
     path.write_text("\n".join(lines).rstrip() + "\n")
     return path

@@ -19,6 +19,7 @@ from pydicom.dataset import Dataset
 from cxr_infer import contract, gradcam
 from cxr_infer.bundled import resolve_model
 from cxr_infer.dicom import dataset_to_image
+from cxr_infer.gate import DEFAULT_MODE, GateModel, GateResult, Inspection, check_mode, dicom_header, inspect
 from cxr_infer.pipeline import stream
 from cxr_infer.preprocess import preprocess
 from cxr_infer.readers import ReadError, available_readers, read_image
@@ -39,6 +40,8 @@ class Prediction:
     ``label`` is ``None``) or when a later step such as writing its overlay failed.
 
     ``heatmap`` is float32 in [0, 1] at the decoded image's resolution, when explaining.
+    ``gate`` is the input gate's verdict (:class:`~cxr_infer.gate.GateResult`); an input the gate
+    rejected in ``reject`` mode has ``label=None``, no probabilities and no ``error``.
     """
 
     source: str
@@ -46,6 +49,7 @@ class Prediction:
     probabilities: dict[str, float]
     heatmap: np.ndarray | None = field(default=None, compare=False)
     error: str | None = None
+    gate: GateResult = field(default_factory=GateResult)
 
 
 @dataclass
@@ -54,12 +58,14 @@ class _Loaded:
     image: np.ndarray | None = None
     tensor: np.ndarray | None = None
     error: str | None = None
+    inspection: Inspection | None = None
 
 
 @dataclass
 class _Output:
-    probs: np.ndarray
+    probs: np.ndarray | None  # None: rejected by the gate, not classified
     cam: np.ndarray | None
+    gate: GateResult = field(default_factory=GateResult)
 
 
 class Classifier:
@@ -68,20 +74,44 @@ class Classifier:
     ``threads`` sets the onnxruntime intra-op threads and the worker threads that decode,
     preprocess and finish (Grad-CAM resize, annotators) images (default: onnxruntime's own
     choice, and the CPU count up to 8 workers).
+
+    ``gate`` is the input gate's mode (``reject``, ``warn`` or ``off``, see :mod:`cxr_infer.gate`)
+    used when a call does not name one; ``gate_model`` is the gate (default: the bundled one,
+    loaded when a call first needs it).
     """
 
-    def __init__(self, session: Any, info: ModelFileInfo, threads: int | None = None):
+    def __init__(
+        self,
+        session: Any,
+        info: ModelFileInfo,
+        threads: int | None = None,
+        gate: str = DEFAULT_MODE,
+        gate_model: GateModel | None = None,
+        device: str = "auto",
+    ):
         self._session = session
         self.info = info
+        self.gate = check_mode(gate)
+        self._gate_model = gate_model
+        self._device, self._threads = device, threads
         self._readers = available_readers()
         self._pool = ThreadPoolExecutor(max_workers=threads or min(8, os.cpu_count() or 1), thread_name_prefix="cxr-worker")
 
     @classmethod
-    def load(cls, name_or_path: str | Path | None = None, device: str = "auto", threads: int | None = None) -> "Classifier":
-        """Open a bundled model by name, an ONNX file by path, or the default bundled model."""
+    def load(
+        cls,
+        name_or_path: str | Path | None = None,
+        device: str = "auto",
+        threads: int | None = None,
+        gate: str = DEFAULT_MODE,
+        gate_model: str | Path | None = None,
+    ) -> "Classifier":
+        """Open a bundled model by name, an ONNX file by path, or the default bundled model, and
+        (unless ``gate="off"``) the input gate: the bundled one or the ``gate_model`` file."""
         path = resolve_model(name_or_path)
         session = open_session(path, device, threads)
-        return cls(session, read_contract(session, path), threads)
+        gate_net = GateModel.load(gate_model, device, threads) if check_mode(gate) != "off" or gate_model else None
+        return cls(session, read_contract(session, path), threads, gate, gate_net, device)
 
     @property
     def classes(self) -> tuple[str, ...]:
@@ -92,14 +122,17 @@ class Classifier:
         """The execution providers the session really got (not merely those installed)."""
         return self._session.get_providers()
 
-    def predict(self, images: Sequence[ImageInput], explain: bool = False, explain_class: str | None = None) -> list[Prediction]:
-        """Classify a list of file paths, decoded images or pydicom datasets, in input order."""
+    def predict(
+        self, images: Sequence[ImageInput], explain: bool = False, explain_class: str | None = None, gate: str | None = None
+    ) -> list[Prediction]:
+        """Classify a list of file paths, decoded images or pydicom datasets, in input order.
+        ``gate`` overrides the instance's gate mode for this call."""
         if isinstance(images, (str, Path, np.ndarray, Dataset)):
             raise TypeError("predict() takes a list of images; use predict_one() for a single image")
-        return [prediction for prediction, _ in self.stream(images, explain=explain, explain_class=explain_class)]
+        return [prediction for prediction, _ in self.stream(images, explain=explain, explain_class=explain_class, gate=gate)]
 
-    def predict_one(self, image: ImageInput, explain: bool = False, explain_class: str | None = None) -> Prediction:
-        return self.predict([image], explain=explain, explain_class=explain_class)[0]
+    def predict_one(self, image: ImageInput, explain: bool = False, explain_class: str | None = None, gate: str | None = None) -> Prediction:
+        return self.predict([image], explain=explain, explain_class=explain_class, gate=gate)[0]
 
     def stream(
         self,
@@ -109,19 +142,24 @@ class Classifier:
         explain_class: str | None = None,
         annotators: Sequence[Annotator] = (),
         batch_size: int = DEFAULT_BATCH_SIZE,
+        gate: str | None = None,
     ) -> Iterator[tuple[Prediction, dict[str, Any]]]:
         """Lazily classify an iterable of any length; yields ``(prediction, fields)`` in input order.
 
         Each annotator runs in a worker thread on every classified image as
         ``annotator(prediction, decoded_image) -> dict`` (for example writing an overlay and
         returning its path); the dicts are merged into ``fields``. An annotator that raises
-        marks that prediction's ``error`` with its name, and the stream goes on.
+        marks that prediction's ``error`` with its name, and the stream goes on. Inputs the
+        gate rejects in ``reject`` mode are not classified and not annotated.
         """
         target = self._explain_target(explain, explain_class)
+        mode = check_mode(gate or self.gate)
+        if mode != "off" and self._gate_model is None:
+            self._gate_model = GateModel.load(None, self._device, self._threads)
         return stream(
             enumerate(images),
-            self._load,
-            lambda batch: self._infer(batch, explain, target),
+            lambda numbered: self._load(numbered, mode != "off"),
+            lambda batch: self._infer(batch, explain, target, mode),
             lambda loaded, output: self._finish(loaded, output, annotators),
             pool=self._pool,
             batch_size=batch_size,
@@ -153,13 +191,15 @@ class Classifier:
             raise ExplainError(f"unknown class {explain_class!r} to explain; the model's classes: {', '.join(self.classes)}")
         return self.classes.index(explain_class)
 
-    def _load(self, numbered: tuple[int, ImageInput]) -> _Loaded:
-        """Decode and preprocess one input (worker thread); failures become the row's error."""
+    def _load(self, numbered: tuple[int, ImageInput], gated: bool) -> _Loaded:
+        """Decode, inspect for the gate and preprocess one input (worker thread); failures
+        become the row's error."""
         index, item = numbered
         source = _source_name(index, item)
         try:
             image = self._decode(item)
-            return _Loaded(source, image, preprocess(image, self.info.preprocess))
+            inspection = inspect(image, _header(item)) if gated else None
+            return _Loaded(source, image, preprocess(image, self.info.preprocess), inspection=inspection)
         except ReadError as error:
             return _Loaded(source, error=str(error))
         except Exception as error:
@@ -174,10 +214,17 @@ class Classifier:
             return item
         raise TypeError(f"cannot classify a {type(item).__name__}: pass a path, a numpy image or a pydicom Dataset")
 
-    def _infer(self, batch: list[_Loaded], explain: bool, target: int | None) -> list[_Output | None]:
-        """Run the session once on the batch's readable images (no padding)."""
-        good = [i for i, loaded in enumerate(batch) if loaded.error is None]
+    def _infer(self, batch: list[_Loaded], explain: bool, target: int | None, mode: str) -> list[_Output | None]:
+        """Gate the batch's readable images, then run the session once on those it lets through
+        (all of them unless ``mode`` is ``reject``; no padding)."""
+        readable = [i for i, loaded in enumerate(batch) if loaded.error is None]
         outputs: list[_Output | None] = [None] * len(batch)
+        verdicts: dict[int, GateResult] = {}
+        if mode != "off" and readable:
+            verdicts = dict(zip(readable, self._gate_model.decide([batch[i].inspection for i in readable])))
+        good = [i for i in readable if not (mode == "reject" and verdicts[i].rejected)]
+        for i in set(readable) - set(good):
+            outputs[i] = _Output(None, None, verdicts[i])
         if not good:
             return outputs
         names = [contract.PROBS, *(contract.EXPLAIN_OUTPUTS if explain else ())]
@@ -189,18 +236,21 @@ class Classifier:
             picked = probs.argmax(axis=1) if target is None else np.full(len(good), target)
             cams = list(gradcam.class_maps(results[1], results[2], picked))
         for slot, row, cam in zip(good, probs, cams):
-            outputs[slot] = _Output(row, cam)
+            outputs[slot] = _Output(row, cam, verdicts.get(slot, GateResult()))
         return outputs
 
     def _finish(self, loaded: _Loaded, output: _Output | None, annotators: Sequence[Annotator]) -> tuple[Prediction, dict[str, Any]]:
         """Build the prediction (worker thread): label, probabilities, full-size heatmap, annotations."""
         if output is None:
             return Prediction(loaded.source, None, {}, error=loaded.error), {}
+        if output.probs is None:
+            return Prediction(loaded.source, None, {}, gate=output.gate), {}
         probabilities = {name: float(p) for name, p in zip(self.classes, output.probs)}
         heatmap = None
         if output.cam is not None:
             heatmap = gradcam.upsample(output.cam, *loaded.image.shape[:2])
-        prediction = Prediction(loaded.source, self.classes[int(np.argmax(output.probs))], probabilities, heatmap)
+        label = self.classes[int(np.argmax(output.probs))]
+        prediction = Prediction(loaded.source, label, probabilities, heatmap, gate=output.gate)
         fields: dict[str, Any] = {}
         for annotate in annotators:
             try:
@@ -210,6 +260,15 @@ class Classifier:
                 message = f"{name}: {type(error).__name__}: {error}"
                 prediction = replace(prediction, error="; ".join(filter(None, [prediction.error, message])))
         return prediction, fields
+
+
+def _header(item: ImageInput) -> Dataset | None:
+    """The DICOM header of an input, for the gate's header checks (``None`` for other inputs)."""
+    if isinstance(item, Dataset):
+        return item
+    if isinstance(item, (str, Path)):
+        return dicom_header(Path(item))
+    return None
 
 
 def _source_name(index: int, item: ImageInput) -> str:

@@ -25,6 +25,7 @@ from cxr_infer.api import Annotator, Classifier, ExplainError, Prediction
 from cxr_infer.card import card_fields, format_markdown, format_text
 from cxr_infer.bundled import ModelNotFoundError, bundled_models, default_model_name, exported_dir, resolve_model
 from cxr_infer.contract import ContractError
+from cxr_infer.gate import DEFAULT_MODE as DEFAULT_GATE_MODE, GATE_MODES
 from cxr_infer.inputs import Input, counted, discover, is_labelled_folder, read_labels
 from cxr_infer.overlay import render_overlay, write_png
 from cxr_infer.plugins import PluginError, describe_plugins, get_plugin_manager
@@ -97,23 +98,24 @@ class RunOptions:
 @click.option("--labels", type=click.Path(dir_okay=False, exists=True, path_type=Path), help="CSV with columns path,label: report metrics.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress line and no start line.")
 @click.option("--dicom-out", type=click.Path(file_okay=False, path_type=Path), help="Write a DICOM Secondary Capture and a TID 1500 SR for every DICOM input here.")
-def classify(paths, model_name, explain, explain_class, out, fmt, device, batch_size, threads, recursive, labels, quiet, dicom_out) -> None:
+@click.option("--gate", type=click.Choice(GATE_MODES), default=DEFAULT_GATE_MODE, show_default=True, help="Input gate: reject inputs that are not frontal chest radiographs, only flag them (warn), or off.")
+def classify(paths, model_name, explain, explain_class, out, fmt, device, batch_size, threads, recursive, labels, quiet, dicom_out, gate) -> None:
     """Classify PATH... (files, folders, or - for a list of paths on stdin).
 
     Writes OUT/results.csv (one row per input, in input order, as it goes), OUT/heatmaps/ with
     --explain, and OUT/metrics.json when the inputs are labelled (class subfolders or --labels).
-    Exit code 0: all inputs read; 1: some failed (see their rows); 2: usage or model error.
+    Exit code 0: all inputs read (classified, or rejected by the input gate); 1: some failed (see their rows); 2: usage or model error.
     """
     options = RunOptions(paths, out, explain or explain_class is not None, explain_class, fmt, batch_size, recursive, labels, quiet, dicom_out)
-    classifier = load_classifier(model_name, device, threads)
+    classifier = load_classifier(model_name, device, threads, gate)
     with classifier:
         failed = run_classification(classifier, options)
     sys.exit(EXIT_SOME_FAILED if failed else EXIT_OK)
 
 
-def load_classifier(model_name: str | None, device: str, threads: int | None) -> Classifier:
+def load_classifier(model_name: str | None, device: str, threads: int | None, gate: str = DEFAULT_GATE_MODE) -> Classifier:
     try:
-        return Classifier.load(model_name, device=device, threads=threads)
+        return Classifier.load(model_name, device=device, threads=threads, gate=gate)
     except MODEL_ERRORS as error:
         raise UsageFailure(str(error)) from error
 
@@ -227,11 +229,13 @@ class OverlayNames:
 
 
 class Scores:
-    """Counts per class and, for labelled inputs, what the metrics need."""
+    """Counts per class and, for labelled inputs, what the metrics need (inputs the gate
+    rejected are counted apart and left out of the metrics, in every gate mode)."""
 
     def __init__(self, classes: tuple[str, ...]):
         self.classes = classes
         self.counts = dict.fromkeys(classes, 0)
+        self.rejected = 0
         self.errors = 0
         self.truth: list[int] = []
         self.probs: list[list[float]] = []
@@ -242,7 +246,8 @@ class Scores:
 
     def add(self, true_label: str | None, prediction: Prediction, failed: bool) -> None:
         self.errors += failed
-        if prediction.label is None:
+        self.rejected += prediction.gate.rejected
+        if prediction.label is None or prediction.gate.rejected:
             return
         self.counts[prediction.label] += 1
         if true_label is not None:
@@ -251,15 +256,18 @@ class Scores:
 
     def summary(self, inputs: int, rate: float, results_path: Path) -> str:
         per_class = ", ".join(f"{name} {count}" for name, count in self.counts.items())
-        return f"{inputs} inputs: {per_class}; {self.errors} errors; {rate:.1f} img/s; results: {results_path}"
+        return f"{inputs} inputs: {per_class}; {self.rejected} rejected by the gate; {self.errors} errors; {rate:.1f} img/s; results: {results_path}"
 
 
 def _report_metrics(scored: Scores, out: Path) -> None:
     from cxr_infer.metrics import classification_metrics, format_metrics
 
     report = classification_metrics(scored.truth, scored.probs, list(scored.classes))
+    report["gate_rejected"] = scored.rejected
     (out / "metrics.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     click.echo(format_metrics(report))
+    if scored.rejected:
+        click.echo(f"left out of these metrics: {scored.rejected} inputs rejected by the input gate")
     click.echo(f"metrics: {out / 'metrics.json'}")
 
 

@@ -238,3 +238,35 @@ def verify(
         json_path.write_text(text + "\n")
     if report["failures"]:
         raise SystemExit(1)
+
+
+@main.command("fit-gate")
+@click.option("--data", required=True, type=click.Path(exists=True, file_okay=False), help="Split collection of frontal radiographs (train/ and val/ class folders).")
+@click.option("--ood", required=True, type=click.Path(exists=True, file_okay=False), help="ood/ folder (category folders + MANIFEST.csv): the real negatives.")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Run folder: gate.onnx, report.json, cache/.")
+@click.option("--hold-out", multiple=True, metavar="CATEGORY_OR_SOURCE", help="Leave this ood/ category or source_repo out of training and validation (repeatable); the report scores it.")
+@click.option("--epochs", default=30, show_default=True, type=click.IntRange(min=1))
+@click.option("--batch-size", default=64, show_default=True, type=click.IntRange(min=2))
+@click.option("--lr", default=3e-3, show_default=True, type=float, help="Peak learning rate (one-cycle).")
+@click.option("--generated", default=1600, show_default=True, type=click.IntRange(min=8), help="Generated negatives for training (a quarter as many, another seed, for validation).")
+@click.option("--max-false-reject", default=0.0, show_default=True, type=click.FloatRange(0, 0.5), help="Share of val radiographs the chosen threshold may reject.")
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--threads", default=1, show_default=True, type=click.IntRange(min=1))
+def fit_gate(**options) -> None:
+    """Train the input gate ("is this a frontal chest radiograph?") and export it to ONNX."""
+    from cxr_train.gate import GateConfig, fit_gate as run_fit_gate
+
+    options["hold_out"] = list(options["hold_out"])
+    click.echo(str(run_fit_gate(GateConfig(**options), command=command_line(click.get_current_context()))))
+
+
+@main.command("gate-threshold")
+@click.argument("gate", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--data", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path), help="Split collection whose val/ radiographs choose the threshold.")
+@click.option("--max-false-reject", default=0.0, show_default=True, type=click.FloatRange(0, 0.5), help="Share of val radiographs the threshold may reject.")
+@click.option("--threads", default=1, show_default=True, type=click.IntRange(min=1))
+def gate_threshold(gate: Path, data: Path, max_false_reject: float, threads: int) -> None:
+    """Choose GATE's threshold again on DATA/val and store it in the file (the network is unchanged)."""
+    from cxr_train.gate import rethreshold
+
+    click.echo(rethreshold(gate, data, max_false_reject, threads).to_json())

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import click
 
+from cxr_infer.gate import DEFAULT_MODE, GATE_MODES
 from cxr_infer.session import DEVICES
 
 
@@ -34,6 +35,7 @@ def _destination(ctx: click.Context, param: click.Parameter, value: str | None):
 @click.option("--workers", type=click.IntRange(1, 64), default=2, show_default=True, help="Worker processes classifying at once (one model each).")
 @click.option("--max-associations", type=click.IntRange(1, 1000), default=32, show_default=True, help="Concurrent associations accepted.")
 @click.option("--retry-max", type=click.FloatRange(0.1), default=60.0, show_default=True, help="Longest wait (s) between forwarding attempts; waits double from 1 s.")
+@click.option("--gate", type=click.Choice(GATE_MODES), default=DEFAULT_MODE, show_default=True, help="Input gate: a rejected input gets no SC/SR and a 'rejected' log line (warn: classified and logged).")
 def serve_dicom(
     aet: str,
     port: int,
@@ -45,6 +47,7 @@ def serve_dicom(
     workers: int,
     max_associations: int,
     retry_max: float,
+    gate: str,
 ) -> None:
     """Receive chest radiographs by C-STORE, classify them, send back a Secondary Capture and a
     TID 1500 Structured Report. Logs are JSON lines on stderr; SIGTERM stops cleanly."""
@@ -55,10 +58,10 @@ def serve_dicom(
     from cxr_infer.pacs.worker import ModelSpec
 
     configure_json_logging()
-    with load_classifier(model_name, device, None) as classifier:  # fail here, not in every worker
+    with load_classifier(model_name, device, None, gate) as classifier:  # fail here, not in every worker
         model = ModelIdentity.of(classifier)
         log_event(logging.INFO, "model_loaded", name=model.name, sha256=model.sha256, providers=classifier.providers)
-        spec = ModelSpec(str(classifier.info.path), device)
+        spec = ModelSpec(str(classifier.info.path), device, gate=gate)
     config = ListenerConfig(
         aet=aet,
         port=port,

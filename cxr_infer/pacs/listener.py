@@ -233,6 +233,17 @@ class Listener:
                 return
             classified = future.result()
             written = self.spool.put_results(path, classified.staged)
+            if classified.label is None:  # the input gate's call: no SC/SR, said in the log
+                gate = classified.gate
+                log_event(
+                    logging.INFO,
+                    "rejected",
+                    file=path.name,
+                    sop_instance_uid=classified.sop_instance_uid,
+                    reason=gate.reason,
+                    gate_score=gate.score,
+                )
+                return
             log_event(
                 logging.INFO,
                 "classified",

@@ -18,6 +18,7 @@ from pydicom import Dataset
 
 from cxr_infer.api import Classifier, Prediction
 from cxr_infer.dicom import read_dataset
+from cxr_infer.gate import GateResult
 from cxr_infer.overlay import render_overlay, to_display
 from cxr_infer.pacs.identity import ModelIdentity
 from cxr_infer.pacs.secondary_capture import secondary_capture
@@ -30,6 +31,14 @@ DICOM_OUT_FIELD = "dicom_out"
 
 class ResultsError(RuntimeError):
     """A DICOM input could not be classified, so it has no results; the message names it."""
+
+
+class InputRejected(ResultsError):
+    """The input gate judged the input not a frontal chest radiograph: no results are made."""
+
+    def __init__(self, message: str, gate: GateResult):
+        super().__init__(message)
+        self.gate = gate
 
 
 @dataclass(frozen=True)
@@ -68,7 +77,9 @@ def build_results(source: Dataset, image: np.ndarray, prediction: Prediction, mo
 
 
 def dicom_results(classifier: Classifier, source: Dataset, model: ModelIdentity | None = None) -> DicomResults:
-    """Classify one DICOM dataset (with Grad-CAM when the model has it) and return its results."""
+    """Classify one DICOM dataset (with Grad-CAM when the model has it) and return its results.
+
+    Raises :class:`InputRejected` when the classifier's input gate rejects the dataset."""
     model = model or ModelIdentity.of(classifier)
     built: list[DicomResults] = []
 
@@ -77,6 +88,8 @@ def dicom_results(classifier: Classifier, source: Dataset, model: ModelIdentity 
         return {}
 
     prediction, _ = next(iter(classifier.stream([source], explain=classifier.info.explain, annotators=[build])))
+    if prediction.label is None and prediction.gate.rejected:
+        raise InputRejected(f"{prediction.source}: rejected by the input gate: {prediction.gate.reason}", prediction.gate)
     if prediction.error or not built:
         raise ResultsError(f"{prediction.source}: no DICOM results: {prediction.error}")
     return built[0]

@@ -5,7 +5,8 @@ Two hooks:
 - ``register_writers``: the ``fhir`` writer, a Bundle of type ``collection`` holding, per input
   row, one Observation (predicted class and one probability component per class) and one
   DiagnosticReport pointing at it (with the heatmap overlay as ``presentedForm`` when explained).
-  An unreadable input gets a ``cancelled`` report whose conclusion is the error, so the bundle
+  An unreadable or gate-rejected input gets a ``cancelled`` report whose conclusion is the error
+  (or the gate's reason), so the bundle
   keeps one report per input like every other writer.
 - ``process_result``: adds ``snomed`` (the SNOMED CT concept of the predicted class) to every
   row, so CSV and JSON Lines consumers get the coded finding too.
@@ -88,8 +89,9 @@ class FhirBundleWriter:
             "code": REPORT_CODE,
             "issued": self._issued,
         }
-        if row.get("error"):
-            return [{**report, "status": "cancelled", "conclusion": f"not classified: {row['error']}"}]
+        if row.get("error") or not row.get("label"):  # unreadable, or rejected by the input gate
+            reason = row.get("error") or row.get("gate_reason") or "no class"
+            return [{**report, "status": "cancelled", "conclusion": f"not classified: {reason}"}]
         observation = self._observation(row, identifier)
         report.update(
             status="preliminary",

@@ -37,7 +37,7 @@ def test_load_reports_contract_file_and_real_providers(classifier, tiny_model_pa
 def test_predict_gives_one_prediction_per_input_in_order(classifier, tmp_path):
     missing = tmp_path / "missing.png"
     inputs = [*ORIGINALS, *DICOMS, missing]
-    predictions = classifier.predict(inputs)
+    predictions = classifier.predict(inputs, gate="warn")  # the gate rejects the inverted fake MONOCHROME1 (test_gate.py)
     assert [p.source for p in predictions] == [str(p) for p in inputs]
     for prediction in predictions[:-1]:
         assert prediction.error is None and prediction.heatmap is None

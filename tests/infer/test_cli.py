@@ -164,6 +164,7 @@ def test_no_bundled_model_is_said_clearly(bundle, tmp_path):
 @pytest.mark.data
 def test_bundled_default_model_info_and_models(bundle, tmp_path, tiny_model_path):
     shutil.copy(tiny_model_path, bundle / "tiny.onnx")
+    shutil.copytree(Path(__file__).parents[2] / "exported" / "gate", bundle / "gate")  # an installation ships the input gate too
     (bundle / "models.json").write_text('{"default": "tiny"}')
     listing = run("models")
     assert listing.exit_code == 0 and "* tiny" in listing.output

@@ -42,7 +42,7 @@ def start_listener(model_path: Path, spool: Path, orthanc, **settings) -> Listen
         retry_max=1.0,
         **settings,
     )
-    listener = Listener(ModelSpec(str(model_path), "cpu"), config)
+    listener = Listener(ModelSpec(str(model_path), "cpu", gate="warn"), config)  # the gate rejects the inverted fake MONOCHROME1
     listener.start()
     return listener
 

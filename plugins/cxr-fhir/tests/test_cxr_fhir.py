@@ -48,10 +48,12 @@ def test_bundle_links_each_report_to_its_observation(tmp_path: Path) -> None:
     probabilities = {"prob_covid": 0.7, "prob_normal": 0.1, "prob_pneumonia": 0.2}
     writer.write({"path": "a.png", "label": "covid", **probabilities, "heatmap": str(tmp_path / "a.png"), "error": ""})
     writer.write({"path": "b.png", "label": "", "prob_covid": "", "prob_normal": "", "prob_pneumonia": "", "heatmap": "", "error": "empty file"})
+    writer.write({"path": "c.png", "label": "", "gate": "reject", "gate_reason": "not a frontal chest radiograph", "error": ""})
     writer.close()
     observations = resources(tmp_path / "r.fhir.json", "Observation")
     reports = resources(tmp_path / "r.fhir.json", "DiagnosticReport")
-    assert [r["status"] for r in reports] == ["preliminary", "cancelled"] and len(observations) == 1
+    assert [r["status"] for r in reports] == ["preliminary", "cancelled", "cancelled"] and len(observations) == 1
+    assert reports[2]["conclusion"] == "not classified: not a frontal chest radiograph"
     assert reports[0]["result"] == [{"reference": f"urn:uuid:{observations[0]['id']}"}]
     assert reports[0]["conclusionCode"][0]["coding"][0]["code"] == CONCEPTS["covid"][0]
     assert reports[0]["presentedForm"][0]["url"] == (tmp_path / "a.png").as_uri()
