@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Iterable, Iterator
-from collections import deque
+from collections import Counter, deque
 from dataclasses import asdict, dataclass
 from pathlib import Path, PurePath
 from typing import Any
@@ -25,6 +25,7 @@ from cxr_infer.api import Annotator, Classifier, ExplainError, Prediction
 from cxr_infer.card import card_fields, format_markdown, format_text
 from cxr_infer.bundled import ModelNotFoundError, bundled_models, default_model_name, exported_dir, resolve_model
 from cxr_infer.contract import ContractError
+from cxr_infer.errors import SKIPPED, error_kind
 from cxr_infer.gate import DEFAULT_MODE as DEFAULT_GATE_MODE, GATE_MODES
 from cxr_infer.inputs import Input, counted, discover, is_labelled_folder, read_labels
 from cxr_infer.overlay import render_overlay, write_png
@@ -141,7 +142,7 @@ def run_classification(classifier: Classifier, options: RunOptions) -> int:
             row = make_row(prediction, classifier.classes, fields, item.label, labelled)
             apply_process_result(pm, row)
             writer.write(row)
-            scored.add(item.label, prediction, failed=bool(row["error"]))
+            scored.add(item.label, prediction, row["error"])
             progress.update(failed=bool(row["error"]))
     finally:
         writer.close()
@@ -236,7 +237,7 @@ class Scores:
         self.classes = classes
         self.counts = dict.fromkeys(classes, 0)
         self.rejected = 0
-        self.errors = 0
+        self.error_kinds: Counter[str] = Counter()
         self.truth: list[int] = []
         self.probs: list[list[float]] = []
 
@@ -244,8 +245,10 @@ class Scores:
     def labelled(self) -> bool:
         return bool(self.truth)
 
-    def add(self, true_label: str | None, prediction: Prediction, failed: bool) -> None:
-        self.errors += failed
+    def add(self, true_label: str | None, prediction: Prediction, error: str) -> None:
+        kind = error_kind(error)
+        if kind is not None:
+            self.error_kinds[kind] += 1
         self.rejected += prediction.gate.rejected
         if prediction.label is None or prediction.gate.rejected:
             return
@@ -256,7 +259,19 @@ class Scores:
 
     def summary(self, inputs: int, rate: float, results_path: Path) -> str:
         per_class = ", ".join(f"{name} {count}" for name, count in self.counts.items())
-        return f"{inputs} inputs: {per_class}; {self.rejected} rejected by the gate; {self.errors} errors; {rate:.1f} img/s; results: {results_path}"
+        where = " (the error column says why)" if self.error_kinds else ""
+        return f"{inputs} inputs: {per_class}; {self.rejected} rejected by the gate; {self._errors()}; {rate:.1f} img/s; results: {results_path}{where}"
+
+    def _errors(self) -> str:
+        """``4 errors (3 corrupt, 1 missing), 1 skipped``: failures by kind, the most frequent
+        first, then the folder entries left out on purpose (they have rows but are no failure)."""
+        failed = Counter({kind: n for kind, n in self.error_kinds.items() if kind != SKIPPED})
+        text = f"{sum(failed.values())} errors"
+        if failed:
+            text += " (" + ", ".join(f"{n} {kind}" for kind, n in failed.most_common()) + ")"
+        if self.error_kinds[SKIPPED]:
+            text += f", {self.error_kinds[SKIPPED]} skipped"
+        return text
 
 
 def _report_metrics(scored: Scores, out: Path) -> None:

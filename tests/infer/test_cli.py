@@ -12,7 +12,8 @@ import pytest
 from click.testing import CliRunner
 from sklearn.metrics import accuracy_score, confusion_matrix, f1_score
 
-from cxr_infer.cli import main
+from cxr_infer.api import Prediction
+from cxr_infer.cli import Scores, main
 from cxr_infer.hookspecs import hookimpl
 from cxr_infer.plugins import get_plugin_manager
 from cxr_infer.readers import read_image
@@ -189,3 +190,22 @@ def test_output_inside_the_input_folder_is_never_classified(tmp_path, tiny_model
         result = run(folder, "-r", "--model", tiny_model_path, "--explain", "--out", folder / "results", "-q")
         assert result.exit_code == 0, result.output
         assert len(read_rows(folder / "results" / "results.csv")) == 1
+
+
+def test_help_summary_names_every_subcommand():
+    help_text = run("--help").output
+    for name in main.commands:
+        if name != "classify":  # the summary writes it as "cxr-infer PATH..."
+            assert f"cxr-infer {name}" in help_text, name
+
+
+def test_summary_counts_errors_by_kind_and_says_where_the_reasons_are(tmp_path):
+    scores = Scores(tuple(CLASSES))
+    errors = ["truncated: empty file (0 bytes)", "missing: file not found", "truncated: JPEG ends early", "skipped: hidden entry", ""]
+    for error in errors:
+        scores.add(None, Prediction("x.png", None if error else "covid", {}, error=error or None), error)
+    results = tmp_path / "results.csv"
+    summary = scores.summary(len(errors), 9.5, results)
+    assert "; 3 errors (2 truncated, 1 missing), 1 skipped; 9.5 img/s; " in summary, summary
+    assert summary.endswith(f"results: {results} (the error column says why)"), summary
+    assert "; 0 errors; " in Scores(tuple(CLASSES)).summary(0, 0.0, results)
