@@ -9,6 +9,7 @@ F1 figure, stays exactly the same. The exporter folds ``T`` into the ONNX ``prob
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -17,6 +18,7 @@ import torch.nn.functional as F
 
 from cxr_infer.metrics import expected_calibration_error
 from cxr_train.checkpoint import Checkpoint
+from cxr_train.data import LabelledSet
 
 
 def fit_temperature(logits: torch.Tensor, labels: torch.Tensor) -> float:
@@ -58,6 +60,23 @@ def calibrate(checkpoint: Checkpoint, logits: torch.Tensor, labels: torch.Tensor
     print(f"temperature {report['temperature']:.3f} fitted on {fitted_on} (n={report['n']}): "
           f"ECE {report['ece_before']:.3f} -> {report['ece_after']:.3f}, NLL {report['nll_before']:.3f} -> "
           f"{report['nll_after']:.3f}", file=sys.stderr)
+    return report
+
+
+def calibrate_file(path: Path, val: LabelledSet, tensors: tuple[torch.Tensor, torch.Tensor]) -> dict[str, Any]:
+    """Fit the temperature of the checkpoint at ``path`` on the val split and save it in place,
+    with the val report recomputed from the calibrated probabilities.
+
+    Val already chose the epoch; reusing it for one scalar that changes no decision is the
+    standard recipe (Guo et al. 2017) and keeps test and external untouched.
+    """
+    from cxr_train.evaluate import dataset_name, predict_logits, score
+
+    checkpoint = Checkpoint.load(path)
+    logits = predict_logits(checkpoint.build(), tensors[0], torch.device("cpu"))
+    report = calibrate(checkpoint, logits, tensors[1], dataset_name(val.root))
+    checkpoint.metrics[dataset_name(val.root)] = score(checkpoint, logits, tensors[1], val.sources)
+    checkpoint.save(path)
     return report
 
 

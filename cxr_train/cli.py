@@ -50,7 +50,12 @@ def plugins() -> None:
 @click.option("--schedule", default="cosine", show_default=True, type=click.Choice(["cosine", "onecycle"]))
 @click.option("--augment", multiple=True, metavar="NAME[:k=v,...]", help="Augmentation to apply (repeatable, in order); see `cxr-train augmentations`.")
 @click.option("--balanced-sampling", is_flag=True, help="Class-balanced batches (needs --no-class-weights).")
-@click.option("--class-weights/--no-class-weights", default=True, show_default=True, help="Cross-entropy weighted by inverse class frequency.")
+@click.option("--class-weights/--no-class-weights", default=True, show_default=True, help="Weight the cross-entropy per image by --balance (off: plain mean, or --balanced-sampling).")
+@click.option("--balance", default="class", show_default=True, type=click.Choice(["class", "class-source"]), help="class: inverse class frequency; class-source: every class 1/K, split between its sources by n**--source-power, so no source dominates a class.")
+@click.option("--source-power", default=0.5, show_default=True, type=click.FloatRange(0, 1), help="With --balance class-source: 1 keeps sources' natural shares, 0 makes them equal.")
+@click.option("--sources", type=click.Path(exists=True, dir_okay=False), help="CSV path,source (paths relative to it) [default: the MANIFEST.csv beside the data, if any].")
+@click.option("--mixup", default=0.0, show_default=True, type=click.FloatRange(min=0), help="Mixup Beta(a, a) parameter, e.g. 0.2 (0: off).")
+@click.option("--intensity", default="percentile", show_default=True, type=click.Choice(["percentile", "equalize"]), help="Intensity normalization stored in the model (equalize: per-image histogram equalization).")
 @click.option("--pretrained", is_flag=True, help="Start from torchvision ImageNet weights (fails clearly when they cannot be had).")
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--patience", default=10, show_default=True, type=int, help="Stop after this many epochs without val macro-F1 gain (0: never).")
@@ -95,16 +100,44 @@ def command_line(ctx: click.Context) -> str:
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), help="Write <set>.json and <set>.png confusion matrix per data set here.")
 @click.option("--record", is_flag=True, help="Store the reports in the checkpoint's metrics (keyed by data-set name).")
 @click.option("--threads", type=click.IntRange(min=1), help="CPU threads [default: torch's].")
-def evaluate(checkpoint: Path, data_dirs: tuple[Path, ...], out: Path | None, record: bool, threads: int | None) -> None:
-    """Score CHECKPOINT on each --data folder; prints the tables (stderr) and the JSON reports (stdout)."""
+@click.option("--sources", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="CSV path,source for the per-source audit [default: the MANIFEST.csv beside each data folder].")
+def evaluate(checkpoint: Path, data_dirs: tuple[Path, ...], out: Path | None, record: bool, threads: int | None,
+             sources: Path | None) -> None:
+    """Score CHECKPOINT on each --data folder; prints the tables (stderr) and the JSON reports (stdout).
+
+    Probabilities are the calibrated ones (the checkpoint's temperature), as the exported model
+    gives them; recall per (class, source) is reported when sources are known."""
     import torch
 
     from cxr_train.evaluate import evaluate_checkpoint
 
     if threads:
         torch.set_num_threads(threads)
-    reports = evaluate_checkpoint(checkpoint, list(data_dirs), out=out, record=record, threads=threads or 1)
+    reports = evaluate_checkpoint(checkpoint, list(data_dirs), out=out, record=record, threads=threads or 1, sources=sources)
     click.echo(json.dumps(reports, indent=2))
+
+
+@main.command()
+@click.argument("checkpoint", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--data", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path), help="The validation split the checkpoint was chosen on.")
+@click.option("--sources", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="CSV path,source for the val report's audit [default: the MANIFEST.csv beside the data].")
+@click.option("--threads", type=click.IntRange(min=1), help="CPU threads [default: torch's].")
+def calibrate(checkpoint: Path, data: Path, sources: Path | None, threads: int | None) -> None:
+    """Fit CHECKPOINT's softmax temperature on a val split and store it in place (``fit`` does this
+    at its end; this is for a run that was stopped, or an older checkpoint). Prints the report."""
+    import torch
+
+    from cxr_infer.sources import sources_for
+    from cxr_train.calibrate import calibrate_file
+    from cxr_train.checkpoint import Checkpoint
+    from cxr_train.data import discover, load_tensors
+
+    if threads:
+        torch.set_num_threads(threads)
+    loaded = Checkpoint.load(checkpoint)
+    val = discover(data, classes=loaded.classes).with_sources(sources_for(data, sources))
+    report = calibrate_file(checkpoint, val, load_tensors(val, loaded.preprocess, threads=threads or 1))
+    click.echo(json.dumps(report, indent=2))
 
 
 @main.command()

@@ -28,8 +28,8 @@ from cxr_infer.sources import sources_for
 from cxr_train.augment import Augment, build_pipeline
 from cxr_train.checkpoint import Checkpoint
 from cxr_train.data import LabelledSet, discover, load_tensors, split_folders
-from cxr_train.calibrate import calibrate
-from cxr_train.evaluate import dataset_name, predict_logits, predict_probs, score
+from cxr_train.calibrate import calibrate_file
+from cxr_train.evaluate import dataset_name, predict_probs
 from cxr_train.models import get_model_spec
 
 
@@ -406,23 +406,9 @@ def fit(config: FitConfig, command: str = "") -> Path:
                   f"{' *best*' if entry['best'] else ''}", file=sys.stderr)
     if trainer.stale >= config.patience > 0:
         print(f"early stop: no val macro-F1 gain for {config.patience} epochs", file=sys.stderr)
-    calibrate_best(out / "best.pt", tensors[1], val)
+    if (out / "best.pt").exists():
+        calibrate_file(out / "best.pt", val, tensors[1])
     return out / "best.pt"
-
-
-def calibrate_best(path: Path, val_tensors: tuple[torch.Tensor, torch.Tensor], val: LabelledSet) -> None:
-    """Fit the softmax temperature of the chosen epoch on val and store it in ``best.pt``.
-
-    Val already chose the epoch; reusing it for one scalar that changes no decision is the
-    standard recipe (Guo et al. 2017) and keeps test and external untouched.
-    """
-    if not path.exists():
-        return
-    best = Checkpoint.load(path)
-    logits = predict_logits(best.build(), val_tensors[0], torch.device("cpu"))
-    calibrate(best, logits, val_tensors[1], dataset_name(val.root))
-    best.metrics[dataset_name(val.root)] = score(best, logits, val_tensors[1], val.sources)
-    best.save(path)
 
 
 def weighting_mode(config: FitConfig) -> str:

@@ -51,3 +51,27 @@ def test_export_folds_the_temperature_into_probs(make_checkpoint, tmp_path) -> N
     np.testing.assert_allclose(probs, scaled_probs(raw, t), atol=1e-6)
     assert expected_calibration_error(np.zeros(3, int), probs) >= 0  # a valid distribution per row
     np.testing.assert_allclose(probs.sum(1), 1, atol=1e-6)
+
+
+def test_calibrate_command_stores_the_temperature_in_the_checkpoint(make_checkpoint, tmp_path) -> None:
+    import json
+
+    import cv2
+    from click.testing import CliRunner
+
+    from cxr_train.checkpoint import Checkpoint
+    from cxr_train.cli import main
+
+    rng = np.random.default_rng(1)
+    for k, name in enumerate(("covid", "normal", "pneumonia")):
+        (tmp_path / "val" / name).mkdir(parents=True)
+        for i in range(4):
+            cv2.imwrite(str(tmp_path / "val" / name / f"{i}.png"), (rng.random((40, 40)) * 80 + 60 * k).astype(np.uint8))
+    path = tmp_path / "model.pt"
+    make_checkpoint("simplecnn", size=32).save(path)
+    result = CliRunner().invoke(main, ["calibrate", str(path), "--data", str(tmp_path / "val"), "--threads", "1"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    saved = Checkpoint.load(path)
+    assert saved.calibration == report and report["n"] == 12 and report["temperature"] > 0
+    assert saved.metrics[report["fitted_on"]]["temperature"] == pytest.approx(report["temperature"])

@@ -73,7 +73,10 @@ def test_evaluate_reproduces_the_validation_metrics(fitted, shared_data) -> None
     report = evaluate_checkpoint(out / "best.pt", [subset])["val-subset"]
     for key in ("accuracy", "macro_f1", "confusion_matrix"):
         assert report[key] == best_entry["val"][key]
-    assert report["ece"] == pytest.approx(best_entry["val"]["ece"], abs=1e-6)
+    # the log scores the raw softmax; evaluate (like the exported model) the temperature-scaled one
+    assert report["ece_uncalibrated"] == pytest.approx(best_entry["val"]["ece"], abs=1e-6)
+    assert report["ece"] == pytest.approx(best.calibration["ece_after"], abs=1e-6)
+    assert report["temperature"] == best.temperature != 1.0
 
 
 @pytest.mark.parametrize("fitted", ["simplecnn"], indirect=True)  # the loop is model-agnostic; ResNet-50 saves are slow
