@@ -16,13 +16,14 @@ from typing import Any, Union
 import numpy as np
 from pydicom.dataset import Dataset
 
-from cxr_infer import contract, gradcam
+from cxr_infer import contract, errors, gradcam
+from cxr_infer.errors import error_text
 from cxr_infer.bundled import resolve_model
 from cxr_infer.dicom import dataset_to_image
 from cxr_infer.gate import DEFAULT_MODE, GateModel, GateResult, Inspection, check_mode, dicom_header, inspect
 from cxr_infer.pipeline import stream
 from cxr_infer.preprocess import preprocess
-from cxr_infer.readers import ReadError, available_readers, read_image
+from cxr_infer.readers import DEFAULT_MAX_PIXELS, ReadError, available_readers, read_image
 from cxr_infer.session import ModelFileInfo, open_session, read_contract
 
 ImageInput = Union[str, Path, np.ndarray, Dataset]
@@ -32,6 +33,10 @@ DEFAULT_BATCH_SIZE = 16
 
 class ExplainError(ValueError):
     """Explaining was asked of a model that cannot, or for a class it does not know."""
+
+
+class ClosedError(RuntimeError):
+    """The classifier was closed (its worker threads are gone); load a new one."""
 
 
 @dataclass(frozen=True)
@@ -88,7 +93,11 @@ class Classifier:
         gate: str = DEFAULT_MODE,
         gate_model: GateModel | None = None,
         device: str = "auto",
+        max_pixels: int = DEFAULT_MAX_PIXELS,
     ):
+        _check_threads(threads)
+        self._max_pixels = max_pixels
+        self._closed = False
         self._session = session
         self.info = info
         self.gate = check_mode(gate)
@@ -105,13 +114,17 @@ class Classifier:
         threads: int | None = None,
         gate: str = DEFAULT_MODE,
         gate_model: str | Path | None = None,
+        max_pixels: int = DEFAULT_MAX_PIXELS,
     ) -> "Classifier":
         """Open a bundled model by name, an ONNX file by path, or the default bundled model, and
-        (unless ``gate="off"``) the input gate: the bundled one or the ``gate_model`` file."""
+        (unless ``gate="off"``) the input gate: the bundled one or the ``gate_model`` file.
+        Files and datasets declaring more than ``max_pixels`` (frames included) are refused
+        before decoding."""
+        _check_threads(threads)
         path = resolve_model(name_or_path)
         session = open_session(path, device, threads)
         gate_net = GateModel.load(gate_model, device, threads) if check_mode(gate) != "off" or gate_model else None
-        return cls(session, read_contract(session, path), threads, gate, gate_net, device)
+        return cls(session, read_contract(session, path), threads, gate, gate_net, device, max_pixels)
 
     @property
     def classes(self) -> tuple[str, ...]:
@@ -152,6 +165,8 @@ class Classifier:
         marks that prediction's ``error`` with its name, and the stream goes on. Inputs the
         gate rejects in ``reject`` mode are not classified and not annotated.
         """
+        if self._closed:
+            raise ClosedError("this Classifier is closed (close() or the end of its with-block); load a new one to classify")
         target = self._explain_target(explain, explain_class)
         mode = check_mode(gate or self.gate)
         if mode != "off" and self._gate_model is None:
@@ -166,6 +181,7 @@ class Classifier:
         )
 
     def close(self) -> None:
+        self._closed = True
         self._pool.shutdown(wait=True)
 
     def __enter__(self) -> "Classifier":
@@ -201,18 +217,19 @@ class Classifier:
             inspection = inspect(image, _header(item)) if gated else None
             return _Loaded(source, image, preprocess(image, self.info.preprocess), inspection=inspection)
         except ReadError as error:
-            return _Loaded(source, error=str(error))
+            return _Loaded(source, error=error_text(error.kind, str(error)))
         except Exception as error:
-            return _Loaded(source, error=f"{type(error).__name__}: {error}")
+            return _Loaded(source, error=error_text(errors.INTERNAL, f"{type(error).__name__}: {error}"))
 
     def _decode(self, item: ImageInput) -> np.ndarray:
         if isinstance(item, (str, Path)):
-            return read_image(item, self._readers)
+            return read_image(item, self._readers, self._max_pixels)
         if isinstance(item, Dataset):
-            return dataset_to_image(item)
+            return dataset_to_image(item, self._max_pixels)
         if isinstance(item, np.ndarray):
-            return item
-        raise TypeError(f"cannot classify a {type(item).__name__}: pass a path, a numpy image or a pydicom Dataset")
+            return _checked_array(item)
+        what = "None" if item is None else f"a {type(item).__name__}"
+        raise ReadError(f"cannot classify {what}: pass a path (str or Path), a numpy image or a pydicom Dataset", errors.INVALID_INPUT)
 
     def _infer(self, batch: list[_Loaded], explain: bool, target: int | None, mode: str) -> list[_Output | None]:
         """Gate the batch's readable images, then run the session once on those it lets through
@@ -257,7 +274,7 @@ class Classifier:
                 fields.update(annotate(prediction, loaded.image))
             except Exception as error:
                 name = getattr(annotate, "__name__", type(annotate).__name__)
-                message = f"{name}: {type(error).__name__}: {error}"
+                message = error_text(errors.OUTPUT, f"{name}: {type(error).__name__}: {error}")
                 prediction = replace(prediction, error="; ".join(filter(None, [prediction.error, message])))
         return prediction, fields
 
@@ -281,4 +298,18 @@ def _source_name(index: int, item: ImageInput) -> str:
             return filename
         uid = item.get("SOPInstanceUID")
         return f"dicom:{uid}" if uid else f"dataset[{index}]"
-    return f"array[{index}]"
+    if isinstance(item, np.ndarray):
+        return f"array[{index}]"
+    return f"input[{index}]"
+
+
+def _checked_array(image: np.ndarray) -> np.ndarray:
+    """A decoded image must hold real numbers: complex, object or text arrays are no image."""
+    if not (np.issubdtype(image.dtype, np.integer) or np.issubdtype(image.dtype, np.floating) or image.dtype == np.bool_):
+        raise ReadError(f"an array of dtype {image.dtype} is no image (real numbers expected)", errors.INVALID_INPUT)
+    return image
+
+
+def _check_threads(threads: int | None) -> None:
+    if threads is not None and (not isinstance(threads, int) or isinstance(threads, bool) or threads < 1):
+        raise ValueError(f"threads must be a whole number >= 1 (or None: the CPU count), got {threads!r}")

@@ -9,6 +9,7 @@ write ``cxr-infer classify info`` or ``cxr-infer ./info``. Other packages add su
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 from collections.abc import Iterable, Iterator
@@ -25,16 +26,18 @@ from cxr_infer.api import Annotator, Classifier, ExplainError, Prediction
 from cxr_infer.card import card_fields, format_markdown, format_text
 from cxr_infer.bundled import ModelNotFoundError, bundled_models, default_model_name, exported_dir, resolve_model
 from cxr_infer.contract import ContractError
-from cxr_infer.errors import SKIPPED, error_kind
+from cxr_infer.crash import EXIT_INTERNAL, one_line, write_crash_log
 from cxr_infer.gate import DEFAULT_MODE as DEFAULT_GATE_MODE, GATE_MODES
+from cxr_infer.errors import SKIPPED, error_kind, error_text, is_failure
 from cxr_infer.inputs import Input, counted, discover, is_labelled_folder, read_labels
 from cxr_infer.overlay import render_overlay, write_png
 from cxr_infer.plugins import PluginError, describe_plugins, get_plugin_manager
 from cxr_infer.progress import Progress
+from cxr_infer.readers import DEFAULT_MAX_PIXELS, quiet_decoder_warnings
 from cxr_infer.results import apply_process_result, columns, make_row
 from cxr_infer.session import DEVICES, DeviceError, ModelLoadError, open_session, read_contract
 
-EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE = 0, 1, 2
+EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE = 0, 1, 2  # and EXIT_INTERNAL (3): a bug, see cxr_infer.crash
 MODEL_ERRORS = (ModelNotFoundError, ModelLoadError, ContractError, DeviceError, ExplainError, PluginError)
 
 
@@ -44,8 +47,15 @@ class UsageFailure(click.ClickException):
     exit_code = EXIT_USAGE
 
 
+class InternalFailure(click.ClickException):
+    """An unforeseen error (a bug): one line on stderr, the traceback in a log file, exit code 3."""
+
+    exit_code = EXIT_INTERNAL
+
+
 class DefaultGroup(click.Group):
-    """A group that runs ``classify`` when the first argument names no subcommand."""
+    """A group that runs ``classify`` when the first argument names no subcommand, and turns
+    any unforeseen exception into an :class:`InternalFailure` (never a traceback)."""
 
     default_command = "classify"
 
@@ -53,6 +63,15 @@ class DefaultGroup(click.Group):
         if args and args[0] not in self.commands and args[0] not in ("-h", "--help", "--version"):
             args = [self.default_command, *args]
         return super().parse_args(ctx, args)
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort, KeyboardInterrupt):
+            raise
+        except Exception as error:
+            log = write_crash_log(error, sys.argv)
+            raise InternalFailure(f"internal error ({one_line(error)}); please report it with the details in {log}") from error
 
 
 @click.group(cls=DefaultGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -97,26 +116,30 @@ class RunOptions:
 @click.option("--threads", type=click.IntRange(1, 256), default=None, help="onnxruntime threads and decoding workers (default: all cores).")
 @click.option("--recursive", "-r", is_flag=True, help="Descend into subfolders of folder arguments.")
 @click.option("--labels", type=click.Path(dir_okay=False, exists=True, path_type=Path), help="CSV with columns path,label: report metrics.")
-@click.option("--quiet", "-q", is_flag=True, help="No progress line and no start line.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress line, no start line, no decoder warnings (each row says what failed).")
+@click.option("--max-pixels", type=click.IntRange(1), default=DEFAULT_MAX_PIXELS, show_default=True, help="Refuse images declaring more pixels (width x height x frames), before decoding.")
 @click.option("--dicom-out", type=click.Path(file_okay=False, path_type=Path), help="Write a DICOM Secondary Capture and a TID 1500 SR for every DICOM input here.")
 @click.option("--gate", type=click.Choice(GATE_MODES), default=DEFAULT_GATE_MODE, show_default=True, help="Input gate: reject inputs that are not frontal chest radiographs, only flag them (warn), or off.")
-def classify(paths, model_name, explain, explain_class, out, fmt, device, batch_size, threads, recursive, labels, quiet, dicom_out, gate) -> None:
+def classify(paths, model_name, explain, explain_class, out, fmt, device, batch_size, threads, recursive, labels, quiet, max_pixels, dicom_out, gate) -> None:
     """Classify PATH... (files, folders, or - for a list of paths on stdin).
 
     Writes OUT/results.csv (one row per input, in input order, as it goes), OUT/heatmaps/ with
     --explain, and OUT/metrics.json when the inputs are labelled (class subfolders or --labels).
-    Exit code 0: all inputs read (classified, or rejected by the input gate); 1: some failed (see their rows); 2: usage or model error.
+    Exit code 0: all inputs read (classified, or rejected by the input gate); 1: some failed (see their rows); 2: usage or model error;
+    3: internal error (a bug; the message names a log file with the details).
     """
     options = RunOptions(paths, out, explain or explain_class is not None, explain_class, fmt, batch_size, recursive, labels, quiet, dicom_out)
-    classifier = load_classifier(model_name, device, threads, gate)
-    with classifier:
+    classifier = load_classifier(model_name, device, threads, gate, max_pixels)
+    with classifier, quiet_decoder_warnings() if quiet else contextlib.nullcontext():
         failed = run_classification(classifier, options)
     sys.exit(EXIT_SOME_FAILED if failed else EXIT_OK)
 
 
-def load_classifier(model_name: str | None, device: str, threads: int | None, gate: str = DEFAULT_GATE_MODE) -> Classifier:
+def load_classifier(
+    model_name: str | None, device: str, threads: int | None, gate: str = DEFAULT_GATE_MODE, max_pixels: int = DEFAULT_MAX_PIXELS
+) -> Classifier:
     try:
-        return Classifier.load(model_name, device=device, threads=threads, gate=gate)
+        return Classifier.load(model_name, device=device, threads=threads, gate=gate, max_pixels=max_pixels)
     except MODEL_ERRORS as error:
         raise UsageFailure(str(error)) from error
 
@@ -137,13 +160,12 @@ def run_classification(classifier: Classifier, options: RunOptions) -> int:
     progress = Progress(total, enabled=not options.quiet)
     scored = Scores(classifier.classes)
     try:
-        for prediction, fields in stream:
-            item = fed.popleft()
+        for item, prediction, fields in paired(stream, fed):
             row = make_row(prediction, classifier.classes, fields, item.label, labelled)
             apply_process_result(pm, row)
             writer.write(row)
             scored.add(item.label, prediction, row["error"])
-            progress.update(failed=bool(row["error"]))
+            progress.update(failed=is_failure(row["error"]))
     finally:
         writer.close()
         progress.close()
@@ -161,9 +183,10 @@ def open_stream(classifier: Classifier, options: RunOptions, fed: deque[Input], 
 
     def feed() -> Iterator[str]:
         for item in inputs:
-            names.assign(item)
             fed.append(item)
-            yield item.path
+            if item.skipped is None:
+                names.assign(item)
+                yield item.path
 
     try:
         return classifier.stream(
@@ -175,6 +198,21 @@ def open_stream(classifier: Classifier, options: RunOptions, fed: deque[Input], 
         )
     except ExplainError as error:
         raise UsageFailure(str(error)) from error
+
+
+def paired(stream: Iterator[tuple[Prediction, dict[str, Any]]], fed: deque[Input]) -> Iterator[tuple[Input, Prediction, dict[str, Any]]]:
+    """Pair each result (they come in input order) with its input, and give the skipped folder
+    entries, which never enter the stream, their rows in their places between them."""
+    for prediction, fields in stream:
+        yield from _skipped_rows(fed)
+        yield fed.popleft(), prediction, fields
+    yield from _skipped_rows(fed)
+
+
+def _skipped_rows(fed: deque[Input]) -> Iterator[tuple[Input, Prediction, dict[str, Any]]]:
+    while fed and fed[0].skipped is not None:
+        item = fed.popleft()
+        yield item, Prediction(item.path, None, {}, error=error_text(SKIPPED, item.skipped)), {}
 
 
 def build_annotators(options: RunOptions, names: "OverlayNames", classifier: Classifier) -> list[Annotator]:

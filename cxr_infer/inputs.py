@@ -17,11 +17,16 @@ from typing import TextIO
 
 @dataclass(frozen=True)
 class Input:
-    """One file to classify; ``name`` is its path below the argument it came from (folders kept)."""
+    """One file to classify; ``name`` is its path below the argument it came from (folders kept).
+
+    ``skipped`` is the reason a folder entry is not read (hidden, unsupported type, a folder
+    not entered): it still gets its row, with that reason, and counts as no failure.
+    """
 
     path: str
     name: PurePath
     label: str | None = None
+    skipped: str | None = None
 
 
 def is_labelled_folder(folder: Path, classes: Collection[str]) -> bool:
@@ -59,8 +64,12 @@ def discover(
 
     Folders give their files with a known image extension or none (DICOM exports often have
     none); subfolders only with ``recursive``, except the class subfolders of a labelled folder.
-    A path that does not exist is still yielded, so it gets its error row. Folders in ``skip``
-    (the output folders) are never entered, so a run never classifies what it is writing.
+    Every entry of a folder is yielded, once: what is not read (hidden entries, other
+    extensions, folders not entered) carries its ``skipped`` reason, and what cannot be read
+    (a dangling link, a FIFO) gets its error from the reader, which never opens a non-regular
+    file. A path that does not exist is still yielded, so it gets its error row. Folders in
+    ``skip`` (the output folders) are never entered, so a run never classifies what it is
+    writing, and a folder reached twice through symbolic links is entered once.
     """
     skipped = {_key(folder) for folder in skip if folder is not None}
     for argument in arguments:
@@ -73,7 +82,7 @@ def discover(
             found = iter([Input(argument, PurePath(Path(argument).name or "input"))])
         for item in found:
             label = item.label if labels is None else labels.get(_key(Path(item.path)), item.label)
-            yield Input(item.path, item.name, label)
+            yield Input(item.path, item.name, label, item.skipped)
 
 
 def counted(inputs: Iterator[Input], arguments: Collection[str]) -> tuple[Iterable[Input], int | None]:
@@ -91,27 +100,57 @@ def counted(inputs: Iterator[Input], arguments: Collection[str]) -> tuple[Iterab
 def _folder(root: Path, extensions: Collection[str], classes: Collection[str], recursive: bool, skipped: Collection[str]) -> Iterator[Input]:
     labelled = is_labelled_folder(root, classes)
     base = PurePath(root.resolve().name or "root")
-    for path in _walk(root, extensions, recursive, set(classes) if labelled else set(), skipped):
+    visited = {_identity(root)}
+    for path, reason in _walk(root, extensions, recursive, set(classes) if labelled else set(), skipped, visited):
         relative = path.relative_to(root)
-        label = relative.parts[0] if labelled and len(relative.parts) > 1 else None
-        yield Input(str(path), base / relative, label)
+        label = relative.parts[0] if labelled and len(relative.parts) > 1 and reason is None else None
+        yield Input(str(path), base / relative, label, reason)
 
 
-def _walk(folder: Path, extensions: Collection[str], recursive: bool, descend: Collection[str], skipped: Collection[str]) -> Iterator[Path]:
-    """Files first, then subfolders, each sorted by name; hidden entries and ``skipped`` folders left out."""
+def _walk(
+    folder: Path, extensions: Collection[str], recursive: bool, descend: Collection[str], skipped: Collection[str], visited: set
+) -> Iterator[tuple[Path, str | None]]:
+    """``(path, skip reason or None)`` for every entry: first the entries not entered (files and
+    skipped folders), then the entered subfolders' entries, each sorted by name."""
     with os.scandir(folder) as scan:
-        entries = sorted((e for e in scan if not e.name.startswith(".")), key=lambda e: e.name)
+        entries = sorted(scan, key=lambda e: e.name)
+    entered = []
     for entry in entries:
-        if entry.is_file() and _wanted(entry.name, extensions):
-            yield Path(entry.path)
-    for entry in entries:
-        if entry.is_dir() and (recursive or entry.name in descend) and _key(Path(entry.path)) not in skipped:
-            yield from _walk(Path(entry.path), extensions, recursive, (), skipped)
+        path = Path(entry.path)
+        if entry.name.startswith("."):
+            yield path, "hidden entry"
+        elif not _is_dir(entry):
+            yield path, _unsupported(entry.name, extensions)
+        elif _key(path) in skipped:
+            yield path, "output folder of this run"
+        elif not (recursive or entry.name in descend):
+            yield path, "folder not entered (subfolders are read with --recursive)"
+        elif _identity(path) in visited:
+            yield path, "folder already read through another path (symbolic link cycle)"
+        else:
+            visited.add(_identity(path))
+            entered.append(path)
+    for path in entered:
+        yield from _walk(path, extensions, recursive, (), skipped, visited)
 
 
-def _wanted(name: str, extensions: Collection[str]) -> bool:
+def _is_dir(entry: os.DirEntry) -> bool:
+    """A folder (links followed); a broken link or a link loop is not, and gets its reader's error."""
+    try:
+        return entry.is_dir()
+    except OSError:
+        return False
+
+
+def _identity(folder: Path) -> tuple[int, int]:
+    info = folder.stat()
+    return info.st_dev, info.st_ino
+
+
+def _unsupported(name: str, extensions: Collection[str]) -> str | None:
+    """Why a file is not read for its extension (None: a known image extension, or none at all)."""
     suffix = Path(name).suffix.lower()
-    return suffix == "" or suffix in extensions
+    return None if suffix == "" or suffix in extensions else f"unsupported file type {suffix!r}"
 
 
 def _safe_name(path: PurePath) -> PurePath:

@@ -20,7 +20,7 @@ from cxr_infer.api import Classifier, Prediction
 from cxr_infer.dicom import read_dataset
 from cxr_infer.gate import GateResult
 from cxr_infer.overlay import render_overlay, to_display
-from cxr_infer.pacs.identity import ModelIdentity
+from cxr_infer.pacs.identity import ModelIdentity, uid_problem
 from cxr_infer.pacs.secondary_capture import secondary_capture
 from cxr_infer.pacs.spool import write_dataset
 from cxr_infer.pacs.structured_report import structured_report
@@ -66,6 +66,9 @@ class DicomResults:
 
 def build_results(source: Dataset, image: np.ndarray, prediction: Prediction, model: ModelIdentity) -> DicomResults:
     """SC and SR for ``source`` from its decoded ``image`` and its classification."""
+    source_uid_problem = uid_problem(source.get("SOPInstanceUID"))
+    if source_uid_problem:
+        raise ResultsError(f"no DICOM results: {source_uid_problem}; the results' UIDs are derived from it")
     probability = prediction.probabilities[prediction.label]
     if prediction.heatmap is not None:
         overlay = render_overlay(image, prediction.heatmap, prediction.label, probability)

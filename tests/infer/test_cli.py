@@ -189,7 +189,9 @@ def test_output_inside_the_input_folder_is_never_classified(tmp_path, tiny_model
     for _ in range(2):  # the second run finds the first run's overlays in its folder tree
         result = run(folder, "-r", "--model", tiny_model_path, "--explain", "--out", folder / "results", "-q")
         assert result.exit_code == 0, result.output
-        assert len(read_rows(folder / "results" / "results.csv")) == 1
+        rows = read_rows(folder / "results" / "results.csv")
+        assert [Path(r["path"]).name for r in rows if not r["error"]] == ["one.jpeg"]
+        assert all(r["error"] == "skipped: output folder of this run" for r in rows if r["error"])
 
 
 def test_help_summary_names_every_subcommand():
