@@ -171,7 +171,7 @@ def run_classification(classifier: Classifier, options: RunOptions) -> int:
         progress.close()
     click.echo(scored.summary(progress.count, progress.rate, results_path))
     if scored.labelled:
-        _report_metrics(scored, options.out)
+        _report_metrics(scored, options.out, options.labels)
     return progress.errors
 
 
@@ -278,6 +278,7 @@ class Scores:
         self.error_kinds: Counter[str] = Counter()
         self.truth: list[int] = []
         self.probs: list[list[float]] = []
+        self.paths: list[str] = []  # of the scored inputs, for the per-source audit
 
     @property
     def labelled(self) -> bool:
@@ -294,6 +295,7 @@ class Scores:
         if true_label is not None:
             self.truth.append(self.classes.index(true_label))
             self.probs.append([prediction.probabilities[c] for c in self.classes])
+            self.paths.append(str(prediction.source))
 
     def summary(self, inputs: int, rate: float, results_path: Path) -> str:
         per_class = ", ".join(f"{name} {count}" for name, count in self.counts.items())
@@ -312,10 +314,12 @@ class Scores:
         return text
 
 
-def _report_metrics(scored: Scores, out: Path) -> None:
+def _report_metrics(scored: Scores, out: Path, labels_csv: Path | None = None) -> None:
     from cxr_infer.metrics import classification_metrics, format_metrics
+    from cxr_infer.sources import sources_of_paths
 
-    report = classification_metrics(scored.truth, scored.probs, list(scored.classes))
+    sources = sources_of_paths(scored.paths, labels_csv)
+    report = classification_metrics(scored.truth, scored.probs, list(scored.classes), sources)
     report["gate_rejected"] = scored.rejected
     (out / "metrics.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     click.echo(format_metrics(report))

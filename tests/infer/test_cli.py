@@ -89,13 +89,18 @@ def test_stdin_list_and_labels_csv(tmp_path, tiny_model_path):
     folder = labelled_subset(tmp_path / "ext", per_class=1)
     files = sorted(folder.rglob("*.jpg"))
     labels = tmp_path / "labels.csv"
-    labels.write_text("path,label\n" + "".join(f"ext/{p.parent.name}/{p.name},{p.parent.name}\n" for p in files))
+    labels.write_text("path,label,source\n" + "".join(f"ext/{p.parent.name}/{p.name},{p.parent.name},site-{i % 2}\n" for i, p in enumerate(files)))
     out = tmp_path / "out"
     result = run("-", "--model", tiny_model_path, "--labels", labels, "--out", out, "--explain", stdin="\n".join(map(str, files)) + "\n")
     assert result.exit_code == 0, result.output
     rows = read_rows(out / "results.csv")
     assert [r["true_label"] for r in rows] == [p.parent.name for p in files]
-    assert json.loads((out / "metrics.json").read_text())["n"] == 3
+    report = json.loads((out / "metrics.json").read_text())
+    assert report["n"] == 3
+    # the shortcut audit: recall per (class, source), sources from the labels CSV's source column
+    assert {c: sorted(rows) for c, rows in report["per_source"].items()} == {
+        name: [f"site-{i % 2}"] for i, name in enumerate(p.parent.name for p in files)}
+    assert "recall per source" in result.output
     for row in rows:  # absolute input paths still land inside the output folder
         assert Path(row["heatmap"]).resolve().is_relative_to(out.resolve())
 
