@@ -16,6 +16,7 @@ import numpy as np
 PREPROCESS_VERSION = 1
 RESIZE_RULES = ("stretch",)
 INTENSITY_RULES = ("percentile", "equalize")
+_CV_COLOR_DTYPES = (np.dtype(np.uint8), np.dtype(np.uint16), np.dtype(np.float32))
 
 
 @dataclass(frozen=True)
@@ -81,6 +82,8 @@ def to_gray(image: np.ndarray) -> np.ndarray:
         full_scale = np.iinfo(image.dtype).max if image.dtype.kind == "u" else 1.0
         alpha = image[:, :, 3:4].astype(np.float32) / full_scale
         image = image[:, :, :3].astype(np.float32) * alpha
+    if image.dtype not in _CV_COLOR_DTYPES:  # signed or 32/64-bit colour: OpenCV converts only these
+        image = image.astype(np.float32)
     return cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
 
 
@@ -90,9 +93,14 @@ def preprocess(image: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
     Accepts any integer or float dtype (8/16-bit PNG, 12-bit DICOM, ...). Resizing happens
     before the percentile step so its cost does not grow with the source resolution.
     """
-    gray = to_gray(np.asarray(image))
+    image = np.asarray(image)
+    if image.dtype.kind not in "uif":  # complex, bool, text, objects: no pixel values to normalise
+        raise ValueError(f"image pixels must be integers or real floats, got dtype {image.dtype}")
+    gray = to_gray(image)
     if gray.size == 0 or min(gray.shape) < 2:
         raise ValueError(f"image too small to classify: {gray.shape}")
+    if gray.dtype.kind == "f" and not np.isfinite(gray).all():  # resizing could average it away
+        raise ValueError("image contains non-finite pixel values")
     small = cv2.resize(gray.astype(np.float32, copy=False), (spec.size, spec.size), interpolation=cv2.INTER_AREA)
     lo, hi = np.percentile(small, (spec.low, spec.high))
     if not np.isfinite(lo) or not np.isfinite(hi):
