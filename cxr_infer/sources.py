@@ -79,16 +79,19 @@ def sources_of_paths(paths: Iterable[str | Path], labels_csv: str | Path | None 
     for any path, so reports without sources stay as they were."""
     paths = [Path(p) for p in paths]
     explicit = _labels_sources(labels_csv)
-    manifests: dict[Path, SourceTable | None] = {}
+    nearest: dict[Path, Path | None] = {}  # folder -> its manifest: one search per folder
+    tables: dict[Path, SourceTable] = {}  # manifest -> its table: one read per manifest, not per folder
     found = []
     for path in paths:
         source = explicit.lookup(path) if explicit is not None else UNKNOWN
         if source == UNKNOWN:
             folder = Path(os.path.realpath(path)).parent  # a linked file is listed where it really lies
-            if folder not in manifests:
-                manifests[folder] = sources_for(folder)
-            table = manifests[folder]
-            source = table.lookup(path) if table is not None else UNKNOWN
+            if folder not in nearest:
+                nearest[folder] = find_manifest(folder)
+            manifest = nearest[folder]
+            if manifest is not None and manifest not in tables:
+                tables[manifest] = read_sources(manifest)
+            source = tables[manifest].lookup(path) if manifest is not None else UNKNOWN
         found.append(source)
     return found if any(s != UNKNOWN for s in found) else None
 

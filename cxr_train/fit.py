@@ -113,10 +113,10 @@ def sample_weights(train: LabelledSet, balance: str, power: float) -> tuple[np.n
         raise ValueError(f"a class has no training images (counts {train.counts()}); cannot weight it")
     groups = train.groups()
     masses = group_masses(groups, power)
+    per_image = {key: masses[key] / n * len(train) for key, n in groups.items()}  # a group's mass, spread over its images
     keys = [(train.classes[label], source) for label, source in zip(train.labels, train.sources)]
-    weights = np.asarray([masses[key] / groups[key] * len(train) for key in keys], dtype=np.float64)
-    table = [{"class": c, "source": s, "n": n, "weight": round(masses[(c, s)] / n * len(train), 4)}
-             for (c, s), n in groups.items()]
+    weights = np.asarray([per_image[key] for key in keys], dtype=np.float64)
+    table = [{"class": c, "source": s, "n": n, "weight": round(per_image[(c, s)], 4)} for (c, s), n in groups.items()]
     return weights, {"balance": "class-source", "source_power": power, "groups": table}
 
 
