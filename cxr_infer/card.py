@@ -102,8 +102,12 @@ def _metrics_block(report: dict[str, Any]) -> str:
 
 def _weighting(trained_on: dict[str, Any], made: dict[str, Any]) -> str:
     weighting = trained_on.get("weighting")
-    if not weighting:
-        return f"class weights (inverse frequency) {made.get('class_weights')}"
+    return describe_weighting(weighting) if weighting else f"class weights (inverse frequency) {made.get('class_weights')}"
+
+
+def describe_weighting(weighting: dict[str, Any]) -> str:
+    """How training weighted its images (a checkpoint's ``trained_on["weighting"]``): the line
+    ``cxr-train fit`` prints at its start and the model card shows."""
     if weighting["balance"] == "class":
         return f"class weights (inverse frequency) {weighting['class_weights']}, applied as {weighting['applied_as']}"
     groups = "; ".join(f"{g['class']}/{g['source']} n={g['n']} w={g['weight']}" for g in weighting["groups"])

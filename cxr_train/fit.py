@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from cxr_infer.card import describe_weighting
 from cxr_infer.metrics import classification_metrics
 from cxr_infer.preprocess import PreprocessSpec
 from cxr_infer.sources import sources_for
@@ -323,21 +324,21 @@ def build_trainer(config: FitConfig, train: LabelledSet, weights: np.ndarray, de
 
 
 def provenance(config: FitConfig, command: str, train: LabelledSet, val: LabelledSet, spec: PreprocessSpec,
-               balance: dict[str, Any], device: torch.device, bf16: bool) -> dict[str, Any]:
+               weighting: dict[str, Any], device: torch.device, bf16: bool) -> dict[str, Any]:
     """The checkpoint fields that stay fixed for a whole run (what, on which data, how)."""
     return {
         "model": config.model,
         "classes": train.classes,
         "preprocess": spec,
         "target_layer": get_model_spec(config.model).target_layer,
-        "class_weights": balance.get("class_weights") if config.class_weights else None,
+        "class_weights": weighting.get("class_weights") if config.class_weights else None,
         "trained_on": {
             "datasets": [dataset_name(train.root)],
             "validation": dataset_name(val.root),
             "file_list_sha256": train.file_list_sha256(),
             "counts": dict(zip(train.classes, train.counts())),
             "sources": [{"class": c, "source": s, "n": n} for (c, s), n in train.groups().items()],
-            "weighting": {**balance, "applied_as": weighting_mode(config)},
+            "weighting": weighting,
         },
         "args": {**asdict(config), "command": command, "device": device_description(device), "bf16": bf16},
     }
@@ -382,16 +383,17 @@ def fit(config: FitConfig, command: str = "") -> Path:
     out.mkdir(parents=True, exist_ok=True)
     train, val = load_splits(config)
     weights, balance = sample_weights(train, config.balance, config.source_power)
+    weighting = {**balance, "applied_as": weighting_mode(config)}
     trainer = build_trainer(config, train, weights, device)
     print(f"classes {train.classes}, train counts {train.counts()}, val counts {val.counts()}\n"
-          f"{describe_weighting(balance)} ({weighting_mode(config)})\n"
+          f"{describe_weighting(weighting)}\n"
           f"device {device}, bf16 autocast {trainer.bf16}, threads {torch.get_num_threads()}, image size {spec.size}",
           file=sys.stderr)
     tensors = [load_tensors(subset, spec, out / "cache", threads=config.threads or 1) for subset in (train, val)]
     if config.resume:
         trainer.restore(Checkpoint.load(config.resume))
         print(f"resumed from {config.resume} after epoch {trainer.epoch}", file=sys.stderr)
-    fixed = provenance(config, command, train, val, spec, balance, device, trainer.bf16)
+    fixed = provenance(config, command, train, val, spec, weighting, device, trainer.bf16)
     with (out / "log.jsonl").open("a") as log:
         while trainer.epoch < config.epochs and (config.patience <= 0 or trainer.stale < config.patience):
             entry = run_epoch(trainer, tensors[0], tensors[1], val)
@@ -416,14 +418,6 @@ def weighting_mode(config: FitConfig) -> str:
     if config.balanced_sampling:
         return "sampling"
     return "loss" if config.class_weights else "none (--no-class-weights)"
-
-
-def describe_weighting(balance: dict[str, Any]) -> str:
-    """The weights as printed at the start of a run (the checkpoint keeps the same table)."""
-    if balance["balance"] == "class":
-        return f"class weights (inverse frequency) {[round(w, 4) for w in balance['class_weights']]}"
-    rows = "; ".join(f"{g['class']}/{g['source']} n={g['n']} w={g['weight']}" for g in balance["groups"])
-    return f"class-source weights (power {balance['source_power']}): {rows}"
 
 
 def device_description(device: torch.device) -> str:
