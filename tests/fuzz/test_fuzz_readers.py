@@ -1,0 +1,35 @@
+"""CI's brief run of the reader fuzz harness (``fuzz_readers.py`` beside this file).
+
+A few thousand libFuzzer executions from real seeds: any input that escapes as something other
+than a ReadError/ValueError, crashes a native decoder or passes the RSS limit fails the run. The
+documented long run (``-runs=1000000``) is in the harness's docstring and the closing notes.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("atheris")
+
+HARNESS = Path(__file__).with_name("fuzz_readers.py")
+SAMPLES = Path(__file__).parents[2] / "exported" / "samples"
+
+
+def test_a_short_fuzz_run_finds_nothing(tmp_path) -> None:
+    from pydicom.data import get_testdata_file
+
+    seeds = tmp_path / "seeds"
+    seeds.mkdir()
+    for seed in [*sorted(SAMPLES.glob("*.jpg"))[:2], Path(get_testdata_file("CT_small.dcm"))]:
+        shutil.copy(seed, seeds / seed.name)
+    run = subprocess.run(
+        [sys.executable, str(HARNESS), str(seeds), "-runs=3000", "-timeout=20", "-rss_limit_mb=1500", "-seed=1"],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "Done 3000 runs" in run.stderr
