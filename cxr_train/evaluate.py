@@ -1,7 +1,8 @@
 """Scoring a trained model on labelled folders: metrics JSON, confusion-matrix PNG, checkpoint record.
 
-The same :func:`predict_probs` scores the validation split during ``fit`` and the data sets of
-``cxr-train evaluate``, so "evaluate reproduces the metrics of fit" holds by construction.
+The same :func:`predict_logits` scores the validation split during ``fit`` and the data sets of
+``cxr-train evaluate``, so "evaluate reproduces the metrics of fit" holds by construction
+(evaluate adds the checkpoint's calibration temperature, and reports the raw ECE beside it).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from cxr_infer.metrics import classification_metrics, format_metrics
+from cxr_infer.metrics import classification_metrics, expected_calibration_error, format_metrics
 from cxr_infer.sources import sources_for
 from cxr_train.calibrate import scaled_probs
 from cxr_train.checkpoint import Checkpoint
@@ -32,9 +33,9 @@ def predict_logits(model: nn.Module, x: torch.Tensor, device: torch.device, batc
     return torch.cat(out) if out else torch.empty(0, 0)
 
 
-def predict_probs(model: nn.Module, x: torch.Tensor, device: torch.device, temperature: float = 1.0) -> np.ndarray:
-    """``softmax(logits / temperature)`` (N, K) in float32: what the exported ``probs`` gives."""
-    return scaled_probs(predict_logits(model, x, device), temperature)
+def predict_probs(model: nn.Module, x: torch.Tensor, device: torch.device) -> np.ndarray:
+    """The raw softmax (N, K) in float32, as ``fit`` scores each epoch (before any temperature)."""
+    return scaled_probs(predict_logits(model, x, device), 1.0)
 
 
 def dataset_name(path: Path) -> str:
@@ -73,7 +74,8 @@ def score(checkpoint: Checkpoint, logits: torch.Tensor, labels: torch.Tensor, so
     of the raw softmax beside it when the checkpoint carries a temperature."""
     report = classification_metrics(labels.numpy(), scaled_probs(logits, checkpoint.temperature), checkpoint.classes, sources)
     if checkpoint.calibration:
-        report["ece_uncalibrated"] = classification_metrics(labels.numpy(), scaled_probs(logits, 1.0), checkpoint.classes)["ece"]
+        raw = scaled_probs(logits, 1.0).astype(np.float64)  # float64, as classification_metrics scores it
+        report["ece_uncalibrated"] = expected_calibration_error(labels.numpy(), raw)
         report["temperature"] = checkpoint.temperature
     return report
 
