@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_fscore_support, roc_auc_score
+from sklearn.metrics import accuracy_score, auc, confusion_matrix, precision_recall_fscore_support, roc_curve
 
 ECE_BINS = 15
 
@@ -26,34 +26,50 @@ def _check_inputs(y_true: np.ndarray, probs: np.ndarray, classes: list[str]) -> 
         raise ValueError(f"labels must lie in 0..{len(classes) - 1}")
 
 
+def reliability_bins(y_true: Any, probs: Any, bins: int = ECE_BINS) -> list[dict[str, float]]:
+    """The non-empty equal-width bins of top-class confidence: edges, count, mean confidence and
+    accuracy. The ECE and the report's reliability diagram read these same bins."""
+    y_true, probs = np.asarray(y_true), np.asarray(probs, dtype=np.float64)
+    confidence = probs.max(axis=1)
+    correct = (probs.argmax(axis=1) == y_true).astype(np.float64)
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    which = np.clip(np.digitize(confidence, edges[1:-1], right=True), 0, bins - 1)
+    return [
+        {"low": float(edges[b]), "high": float(edges[b + 1]), "n": int(mask.sum()),
+         "confidence": float(confidence[mask].mean()), "accuracy": float(correct[mask].mean())}
+        for b in range(bins) if (mask := which == b).any()
+    ]  # fmt: skip
+
+
 def expected_calibration_error(y_true: np.ndarray, probs: np.ndarray, bins: int = ECE_BINS) -> float:
     """Mean |accuracy - confidence| over equal-width confidence bins, weighted by bin size.
 
     A model that says 0.99 and is right 80 % of the time misleads a reader of its probabilities
     even when its accuracy looks fine; this is that gap.
     """
-    confidence = probs.max(axis=1)
-    correct = (probs.argmax(axis=1) == y_true).astype(np.float64)
-    edges = np.linspace(0.0, 1.0, bins + 1)
-    which = np.clip(np.digitize(confidence, edges[1:-1], right=True), 0, bins - 1)
-    ece = 0.0
-    for b in range(bins):
-        mask = which == b
-        if mask.any():
-            ece += mask.mean() * abs(correct[mask].mean() - confidence[mask].mean())
-    return float(ece)
+    rows = reliability_bins(y_true, probs, bins)
+    total = sum(row["n"] for row in rows)
+    return float(sum(row["n"] / total * abs(row["accuracy"] - row["confidence"]) for row in rows))
 
 
 def roc_auc_per_class(y_true: np.ndarray, probs: np.ndarray, classes: list[str]) -> dict[str, float | None]:
     """One-vs-rest ROC-AUC per class; ``None`` where the class is absent (or the only one present)."""
-    aucs: dict[str, float | None] = {}
+    return {name: None if curve is None else float(auc(*curve)) for name, curve in roc_curves(y_true, probs, classes).items()}
+
+
+def roc_curves(y_true: Any, probs: Any, classes: list[str]) -> dict[str, tuple[list[float], list[float]] | None]:
+    """One-vs-rest ROC curve (false and true positive rates) per class, the AUCs' and the
+    report's plot's source; ``None`` where the class is absent (or the only one present)."""
+    y_true, probs = np.asarray(y_true), np.asarray(probs, dtype=np.float64)
+    curves: dict[str, tuple[list[float], list[float]] | None] = {}
     for k, name in enumerate(classes):
         positives = y_true == k
         if positives.all() or not positives.any():
-            aucs[name] = None
+            curves[name] = None
         else:
-            aucs[name] = float(roc_auc_score(positives, probs[:, k]))
-    return aucs
+            fpr, tpr, _ = roc_curve(positives, probs[:, k])
+            curves[name] = (fpr.tolist(), tpr.tolist())
+    return curves
 
 
 def source_audit(y_true: np.ndarray, y_pred: np.ndarray, sources: list[str], classes: list[str]) -> dict[str, Any]:
