@@ -91,7 +91,7 @@ class Spool:
 
     def stage(self, ds: Dataset) -> Path:
         """Write one result under a unique temporary name (any process may do this)."""
-        return _save_synced(self.results_dir / f"{ds.SOPInstanceUID}.dcm.{uuid.uuid4().hex[:8]}{TMP_SUFFIX}", ds)
+        return _save_synced(_temporary(self.results_dir / f"{ds.SOPInstanceUID}.dcm"), ds)
 
     def put_results(self, source: Path, staged: list[Path]) -> list[Path]:
         """Move the staged results of one input into place, then retire the input.
@@ -122,8 +122,14 @@ class Spool:
 
 
 def write_dataset(path: Path, ds: Dataset) -> Path:
-    """Write ``ds`` as a Part-10 file that appears complete or not at all."""
-    return _save_synced(path.with_name(path.name + TMP_SUFFIX), ds).replace(path)
+    """Write ``ds`` as a Part-10 file that appears complete or not at all (two inputs with the
+    same SOP Instance UID, written at once, each replace it whole; neither fails)."""
+    return _save_synced(_temporary(path), ds).replace(path)
+
+
+def _temporary(path: Path) -> Path:
+    """A temporary name beside ``path`` that no other writer of the same ``path`` uses."""
+    return path.with_name(f"{path.name}.{uuid.uuid4().hex[:8]}{TMP_SUFFIX}")
 
 
 def _save_synced(path: Path, ds: Dataset) -> Path:
@@ -146,7 +152,7 @@ def _fsync(path: Path) -> None:
 
 
 def _write_atomic(path: Path, data: bytes) -> Path:
-    tmp = path.with_name(path.name + TMP_SUFFIX)
+    tmp = _temporary(path)
     try:
         with open(tmp, "wb") as handle:
             handle.write(data)

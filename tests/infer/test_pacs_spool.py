@@ -5,15 +5,16 @@ from __future__ import annotations
 import io
 import json
 import logging
+from concurrent.futures import ThreadPoolExecutor
 
 import pydicom
 import pytest
-from pacs_support import encoded, radiograph_dataset
+from pacs_support import encoded, radiograph_dataset, synthetic_radiograph
 
 from cxr_infer.pacs.forwarder import Destination
 from cxr_infer.pacs.listener import rejection_reason
 from cxr_infer.pacs.logs import JsonFormatter, LOGGER, log_event
-from cxr_infer.pacs.spool import Spool
+from cxr_infer.pacs.spool import Spool, write_dataset
 
 
 @pytest.mark.parametrize(
@@ -80,3 +81,14 @@ def test_logs_are_json_lines_with_fields():
     entry = json.loads(stream.getvalue())
     assert entry["event"] == "forward_unreachable" and entry["level"] == "warning"
     assert (entry["pending"], entry["retry_in_s"]) == (3, 2.0)
+
+
+def test_two_writers_of_one_file_at_once_both_succeed(tmp_path):
+    """Two inputs with one SOP Instance UID (a study exported twice) written by parallel decode
+    threads (``cxr-infer --dicom-out``): they shared a temporary name, so one rename failed."""
+    ds = synthetic_radiograph(256)
+    target = tmp_path / f"SC_{ds.SOPInstanceUID}.dcm"
+    with ThreadPoolExecutor(4) as pool:
+        written = list(pool.map(lambda _: write_dataset(target, ds), range(40)))
+    assert written == [target] * 40 and [p.name for p in tmp_path.iterdir()] == [target.name]
+    assert pydicom.dcmread(target).SOPInstanceUID == ds.SOPInstanceUID
