@@ -13,10 +13,18 @@ from dataclasses import asdict, dataclass
 import cv2
 import numpy as np
 
+from cxr_infer import errors
+from cxr_infer.readers import ReadError
+
 PREPROCESS_VERSION = 1
 RESIZE_RULES = ("stretch",)
 INTENSITY_RULES = ("percentile", "equalize")
 _CV_COLOR_DTYPES = (np.dtype(np.uint8), np.dtype(np.uint16), np.dtype(np.float32))
+
+
+class UnusableImage(ReadError):
+    """A decoded image no model input can be made from (too small, non-finite pixels): a
+    :class:`ReadError` with its kind, so the input's row names its problem, not an internal error."""
 
 
 @dataclass(frozen=True)
@@ -98,13 +106,14 @@ def preprocess(image: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
         raise ValueError(f"image pixels must be integers or real floats, got dtype {image.dtype}")
     gray = to_gray(image)
     if gray.size == 0 or min(gray.shape) < 2:
-        raise ValueError(f"image too small to classify: {gray.shape}")
+        height, width = gray.shape[:2]
+        raise UnusableImage(f"image of {width}x{height} pixels is too small to classify (2 pixels a side at least)", errors.UNSUPPORTED)
     if gray.dtype.kind == "f" and not np.isfinite(gray).all():  # resizing could average it away
-        raise ValueError("image contains non-finite pixel values")
+        raise UnusableImage("image contains non-finite pixel values (NaN or infinity)", errors.CORRUPT)
     small = cv2.resize(gray.astype(np.float32, copy=False), (spec.size, spec.size), interpolation=cv2.INTER_AREA)
     lo, hi = np.percentile(small, (spec.low, spec.high))
     if not np.isfinite(lo) or not np.isfinite(hi):
-        raise ValueError("image contains non-finite pixel values")
+        raise UnusableImage("image contains non-finite pixel values (NaN or infinity)", errors.CORRUPT)
     scale = 1.0 / (hi - lo) if hi > lo else 0.0
     out = np.clip((small - lo) * scale, 0.0, 1.0)
     if spec.intensity == "equalize":

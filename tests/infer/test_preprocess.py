@@ -67,3 +67,27 @@ def test_equalize_flattens_the_histogram_and_ignores_any_contrast_curve():
     assert not np.allclose(preprocess(curved, PreprocessSpec(size=64)), preprocess(image, PreprocessSpec(size=64)), atol=0.02)
     assert preprocess(np.full((40, 40), 7, np.uint8), spec).max() == 0.0
     assert PreprocessSpec.from_json(spec.to_json()) == spec
+
+
+@pytest.mark.parametrize(
+    ("image", "kind", "message"),
+    [
+        (np.full((1, 1), 7, np.uint8), "unsupported", "1x1 pixels is too small"),
+        (np.zeros((1, 4000), np.uint16), "unsupported", "4000x1 pixels is too small"),
+        (np.where(np.eye(8) > 0, np.nan, 1.0).astype(np.float32), "corrupt", "non-finite"),
+        (np.full((8, 8), np.inf, np.float64), "corrupt", "non-finite"),
+    ],
+)
+def test_an_unusable_image_is_refused_with_its_kind(image, kind, message, tiny_model_path):
+    """A 1-pixel-wide PNG or a float TIFF holding NaN is the input's problem: its row says so by
+    kind, not 'internal' (an unforeseen bug) as when preprocess raised a bare ValueError."""
+    from cxr_infer.api import Classifier
+    from cxr_infer.errors import error_kind
+    from cxr_infer.preprocess import UnusableImage
+
+    with pytest.raises(UnusableImage, match=message) as refused:
+        preprocess(image, PreprocessSpec(size=64))
+    assert refused.value.kind == kind
+    with Classifier.load(tiny_model_path, threads=1, gate="off") as classifier:
+        (prediction,) = classifier.predict([image])
+    assert error_kind(prediction.error) == kind and message in prediction.error
