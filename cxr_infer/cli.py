@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import sys
+import time
 from collections.abc import Iterable, Iterator
 from collections import Counter, deque
 from dataclasses import asdict, dataclass
@@ -33,11 +34,14 @@ from cxr_infer.inputs import Input, counted, discover, is_labelled_folder, read_
 from cxr_infer.overlay import render_overlay, write_png
 from cxr_infer.plugins import PluginError, describe_plugins, get_plugin_manager
 from cxr_infer.progress import Progress
+from cxr_infer.provenance import RUN_FILE, model_provenance, run_record, utc_now, write_json
 from cxr_infer.readers import DEFAULT_MAX_PIXELS, quiet_decoder_warnings
+from cxr_infer.report.page import REPORT_FILE, Report
 from cxr_infer.results import apply_process_result, columns, make_row
 from cxr_infer.session import DEVICES, DeviceError, ModelLoadError, open_session, read_contract
 
 EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE = 0, 1, 2  # and EXIT_INTERNAL (3): a bug, see cxr_infer.crash
+METRICS_FILE = "metrics.json"
 MODEL_ERRORS = (ModelNotFoundError, ModelLoadError, ContractError, DeviceError, ExplainError, PluginError)
 
 
@@ -119,19 +123,21 @@ class RunOptions:
 @click.option("--quiet", "-q", is_flag=True, help="No progress line, no start line, no decoder warnings (each row says what failed).")
 @click.option("--max-pixels", type=click.IntRange(1), default=DEFAULT_MAX_PIXELS, show_default=True, help="Refuse images declaring more pixels (width x height x frames), before decoding.")
 @click.option("--dicom-out", type=click.Path(file_okay=False, path_type=Path), help="Write a DICOM Secondary Capture and a TID 1500 SR for every DICOM input here.")
+@click.option("--report", "report", is_flag=True, help="Write OUT/report.html: the run on one offline page (thumbnails, overlays, classes; metrics and plots when labelled).")
 @click.option("--gate", type=click.Choice(GATE_MODES), default=DEFAULT_GATE_MODE, show_default=True, help="Input gate: reject inputs that are not frontal chest radiographs, only flag them (warn), or off.")
-def classify(paths, model_name, explain, explain_class, out, fmt, device, batch_size, threads, recursive, labels, quiet, max_pixels, dicom_out, gate) -> None:
+def classify(paths, model_name, explain, explain_class, out, fmt, device, batch_size, threads, recursive, labels, quiet, max_pixels, dicom_out, report, gate) -> None:
     """Classify PATH... (files, folders, or - for a list of paths on stdin).
 
     Writes OUT/results.csv (one row per input, in input order, as it goes), OUT/heatmaps/ with
-    --explain, and OUT/metrics.json when the inputs are labelled (class subfolders or --labels).
+    --explain, OUT/metrics.json when the inputs are labelled (class subfolders or --labels),
+    OUT/run.json (model, toolkit version, providers, counts) and, with --report, OUT/report.html.
     Exit code 0: all inputs read (classified, or rejected by the input gate); 1: some failed (see their rows); 2: usage or model error;
     3: internal error (a bug; the message names a log file with the details).
     """
     options = RunOptions(paths, out, explain or explain_class is not None, explain_class, fmt, batch_size, recursive, labels, quiet, dicom_out)
     classifier = load_classifier(model_name, device, threads, gate, max_pixels)
     with classifier, quiet_decoder_warnings() if quiet else contextlib.nullcontext():
-        failed = run_classification(classifier, options)
+        failed = run_classification(classifier, options, Report(out, classifier.classes) if report else None)
     sys.exit(EXIT_SOME_FAILED if failed else EXIT_OK)
 
 
@@ -144,14 +150,16 @@ def load_classifier(
         raise UsageFailure(str(error)) from error
 
 
-def run_classification(classifier: Classifier, options: RunOptions) -> int:
-    """Classify, write rows as they come, print the summary (and metrics); return the failure count."""
+def run_classification(classifier: Classifier, options: RunOptions, report: Report | None = None) -> int:
+    """Classify, write rows as they come, print the summary (and metrics), write ``run.json``
+    (and the page, given a ``report``); return the failure count."""
+    started_at = utc_now()
     pm = get_plugin_manager()
     writer_spec = _writer(options.format)
     labelled = options.labels is not None or any(is_labelled_folder(Path(p), classifier.classes) for p in options.paths)
     fed: deque[Input] = deque()
     inputs, total = counted(_inputs(classifier, options), options.paths)
-    stream = open_stream(classifier, options, fed, inputs)
+    stream = open_stream(classifier, options, fed, inputs, report)
     options.out.mkdir(parents=True, exist_ok=True)
     results_path = options.out / f"results{writer_spec.extension}"
     writer = writer_spec.factory(results_path, columns(classifier.classes, labelled))
@@ -164,18 +172,33 @@ def run_classification(classifier: Classifier, options: RunOptions) -> int:
             row = make_row(prediction, classifier.classes, fields, item.label, labelled)
             apply_process_result(pm, row)
             writer.write(row)
+            if report is not None:
+                report.add(row)
             scored.add(item.label, prediction, row["error"])
             progress.update(failed=is_failure(row["error"]))
     finally:
         writer.close()
         progress.close()
+    tally = scored.tally(progress)
     click.echo(scored.summary(progress.count, progress.rate, results_path))
-    if scored.labelled:
-        _report_metrics(scored, options.out, options.labels)
+    metrics = _report_metrics(scored, options.out, options.labels, classifier) if scored.labelled else None
+    files = {"results": results_path.name, "metrics": metrics and METRICS_FILE, "report": report and REPORT_FILE}
+    record = run_record(classifier, started_at, tally, _settings(classifier, options), files)
+    write_json(options.out / RUN_FILE, record)
+    if report is not None:
+        click.echo(f"report: {report.write(record, metrics, scored.truth, scored.probs)}")
     return progress.errors
 
 
-def open_stream(classifier: Classifier, options: RunOptions, fed: deque[Input], inputs: Iterable[Input]) -> Iterator[tuple[Prediction, dict[str, Any]]]:
+def _settings(classifier: Classifier, options: RunOptions) -> dict[str, Any]:
+    """What ``run.json`` records of the run's arguments."""
+    return {"paths": list(options.paths), "labels": options.labels and str(options.labels), "explain": options.explain,
+            "explain_class": options.explain_class, "gate": classifier.gate, "batch_size": options.batch_size}
+
+
+def open_stream(
+    classifier: Classifier, options: RunOptions, fed: deque[Input], inputs: Iterable[Input], report: Report | None = None
+) -> Iterator[tuple[Prediction, dict[str, Any]]]:
     """The lazy result stream of the run; each input is appended to ``fed`` as it enters, so the
     caller pairs results (which come in input order) with their inputs. Refuses impossible
     explain requests before anything is written."""
@@ -193,7 +216,7 @@ def open_stream(classifier: Classifier, options: RunOptions, fed: deque[Input], 
             feed(),
             explain=options.explain or (options.dicom_out is not None and classifier.info.explain),
             explain_class=options.explain_class,
-            annotators=build_annotators(options, names, classifier),
+            annotators=build_annotators(options, names, classifier, report),
             batch_size=options.batch_size,
         )
     except ExplainError as error:
@@ -215,7 +238,7 @@ def _skipped_rows(fed: deque[Input]) -> Iterator[tuple[Input, Prediction, dict[s
         yield item, Prediction(item.path, None, {}, error=error_text(SKIPPED, item.skipped)), {}
 
 
-def build_annotators(options: RunOptions, names: "OverlayNames", classifier: Classifier) -> list[Annotator]:
+def build_annotators(options: RunOptions, names: "OverlayNames", classifier: Classifier, report: Report | None = None) -> list[Annotator]:
     """Per-result steps run in worker threads (each returns row fields); add new ones here."""
     annotators: list[Annotator] = []
     if options.explain:
@@ -225,6 +248,8 @@ def build_annotators(options: RunOptions, names: "OverlayNames", classifier: Cla
         from cxr_infer.pacs.results import dicom_out_annotator
 
         annotators.append(dicom_out_annotator(options.dicom_out, ModelIdentity.of(classifier)))
+    if report is not None:
+        annotators.append(report.thumbnails.annotator(names.of))
     return annotators
 
 
@@ -302,10 +327,21 @@ class Scores:
         where = " (the error column says why)" if self.error_kinds else ""
         return f"{inputs} inputs: {per_class}; {self.rejected} rejected by the gate; {self._errors()}; {rate:.1f} img/s; results: {results_path}{where}"
 
+    def tally(self, progress: Progress) -> dict[str, Any]:
+        """The run's figures for ``run.json`` and the report page."""
+        return {
+            "inputs": progress.count, "counts": dict(self.counts), "gate_rejected": self.rejected,
+            "errors": dict(self._failures().most_common()), "skipped": self.error_kinds[SKIPPED],
+            "img_per_s": round(progress.rate, 2), "seconds": round(time.perf_counter() - progress.started, 3),
+        }  # fmt: skip
+
+    def _failures(self) -> Counter[str]:
+        return Counter({kind: n for kind, n in self.error_kinds.items() if kind != SKIPPED})
+
     def _errors(self) -> str:
         """``4 errors (3 corrupt, 1 missing), 1 skipped``: failures by kind, the most frequent
         first, then the folder entries left out on purpose (they have rows but are no failure)."""
-        failed = Counter({kind: n for kind, n in self.error_kinds.items() if kind != SKIPPED})
+        failed = self._failures()
         text = f"{sum(failed.values())} errors"
         if failed:
             text += " (" + ", ".join(f"{n} {kind}" for kind, n in failed.most_common()) + ")"
@@ -314,18 +350,20 @@ class Scores:
         return text
 
 
-def _report_metrics(scored: Scores, out: Path, labels_csv: Path | None = None) -> None:
+def _report_metrics(scored: Scores, out: Path, labels_csv: Path | None, classifier: Classifier) -> dict[str, Any]:
+    """Compute, print and write the metrics (with the model's provenance) to ``metrics.json``."""
     from cxr_infer.metrics import classification_metrics, format_metrics
     from cxr_infer.sources import sources_of_paths
 
     sources = sources_of_paths(scored.paths, labels_csv)
-    report = classification_metrics(scored.truth, scored.probs, list(scored.classes), sources)
+    report = {**model_provenance(classifier), **classification_metrics(scored.truth, scored.probs, list(scored.classes), sources)}
     report["gate_rejected"] = scored.rejected
-    (out / "metrics.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    write_json(out / METRICS_FILE, report)
     click.echo(format_metrics(report))
     if scored.rejected:
         click.echo(f"left out of these metrics: {scored.rejected} inputs rejected by the input gate")
-    click.echo(f"metrics: {out / 'metrics.json'}")
+    click.echo(f"metrics: {out / METRICS_FILE}")
+    return report
 
 
 def _writer(name: str):
