@@ -16,6 +16,7 @@ import hashlib
 import json
 import random
 import sys
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -151,7 +152,7 @@ def load_tensors(
     y = torch.tensor(dataset.labels, dtype=torch.int64)
     if cache is not None:
         cache.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache.with_suffix(".tmp")
+        tmp = cache.with_name(f"{cache.name}.{uuid.uuid4().hex}.tmp")  # writers on several nodes never share one
         torch.save({"x": x, "y": y}, tmp)
         tmp.replace(cache)
     return x, y

@@ -3,11 +3,13 @@
 Train on ``DATA/train``, choose on ``DATA/val`` (macro-F1), never look at ``test``. Every epoch
 appends one JSON line to ``RUN_DIR/log.jsonl`` and writes ``last.pt`` (resumable); the best epoch
 so far is ``best.pt``. Seeds fix initialization, batch order and augmentation, so the same
-command on the same machine repeats the run.
+command on the same machine repeats the run. Under ``torchrun`` the same command trains data-
+parallel (:mod:`cxr_train.distributed`); rank 0 alone logs, scores val and writes the files.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import platform
 import random
@@ -30,6 +32,7 @@ from cxr_train.augment import Augment, build_pipeline
 from cxr_train.checkpoint import Checkpoint
 from cxr_train.data import LabelledSet, discover, load_tensors, split_folders
 from cxr_train.calibrate import calibrate_file
+from cxr_train.distributed import World, joined
 from cxr_train.evaluate import dataset_name, predict_probs
 from cxr_train.models import get_model_spec
 
@@ -138,12 +141,14 @@ def use_bf16(device: torch.device, precision: str) -> bool:
 class Progress:
     """A one-line stderr progress bar with running loss and throughput."""
 
-    def __init__(self, total: int, label: str, log_every: float = 0.1):
-        self.total, self.label, self.start = total, label, time.perf_counter()
+    def __init__(self, total: int, label: str, log_every: float = 0.1, enabled: bool = True):
+        self.total, self.label, self.start, self.enabled = total, label, time.perf_counter(), enabled
         self.interactive = sys.stderr.isatty()
         self.log_every, self.next_log = log_every, log_every  # non-tty (log file): a line per 10 %
 
     def update(self, done: int, loss: float) -> None:
+        if not self.enabled:
+            return
         rate = done / max(time.perf_counter() - self.start, 1e-9)
         bar = "#" * int(24 * done / self.total)
         line = f"{self.label} [{bar:<24}] {done}/{self.total} loss {loss:.4f} {rate:.1f} img/s"
@@ -154,7 +159,7 @@ class Progress:
             self.next_log = done / self.total + self.log_every
 
     def close(self) -> None:
-        if self.interactive:
+        if self.enabled and self.interactive:
             print(file=sys.stderr, flush=True)
 
 
@@ -177,40 +182,49 @@ class Trainer:
     best_f1: float = -1.0
     stale: int = 0
     seconds: float = 0.0  # training wall time so far, carried across --resume
+    world: World = World()
+    network: nn.Module | None = None  # the model as the training step calls it (DDP under torchrun)
+
+    def __post_init__(self) -> None:
+        self.network = self.network or self.model
 
     def batches(self, n: int) -> list[torch.Tensor]:
-        """This epoch's index batches: a seeded permutation, or class-balanced draws with replacement.
+        """This epoch's global index batches: a seeded permutation, or class-balanced draws with
+        replacement; the same on every process, each of which trains on its share.
 
-        A trailing batch of one image is dropped (BatchNorm cannot train on it).
+        A trailing batch that would leave a process fewer than two images is dropped (BatchNorm
+        cannot train on one).
         """
         if self.sample_weights is not None:
             order = torch.multinomial(self.sample_weights, n, replacement=True, generator=self.generator)
         else:
             order = torch.randperm(n, generator=self.generator)
         chunks = list(order.split(self.config.batch_size))
-        return chunks if len(chunks[-1]) > 1 else chunks[:-1]
+        return chunks if len(chunks[-1]) >= 2 * self.world.size else chunks[:-1]
 
     def train_epoch(self, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
         """One pass over the training tensors; returns (mean loss, images per second)."""
         self.model.train()
-        progress = Progress(x.shape[0], f"epoch {self.epoch + 1}/{self.config.epochs}")
+        progress = Progress(x.shape[0], f"epoch {self.epoch + 1}/{self.config.epochs}", enabled=self.world.is_main)
         start, seen, total_loss = time.perf_counter(), 0, 0.0
         for index in self.batches(x.shape[0]):
-            images = self.augment(x[index].to(self.device), self.aug_generator)
+            share = index[self.world.span(len(index))]
+            images = self.augment(x[share].to(self.device), self.aug_generator)
             partner, lam = self.mix_partner(len(index))
             if partner is not None:
+                partner = self.world.local_partner(partner, len(index))
                 images = lam * images + (1 - lam) * images[partner]
             if self.bf16:
                 images = images.contiguous(memory_format=torch.channels_last)
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
-                logits = self.model(images)
-            loss = self.loss(logits.float(), index, y, partner, lam)
+                logits = self.network(images)
+            loss = self.loss(logits.float(), share, y, partner, lam, total=self.weight_sum(index))
             self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            (loss * self.world.size).backward()  # DDP averages the processes' gradients; their losses add up
             self.optimizer.step()
             self.scheduler.step()
             seen += len(index)
-            total_loss += loss.item() * len(index)
+            total_loss += self.world.total(loss) * len(index)
             progress.update(seen, total_loss / seen)
         progress.close()
         return total_loss / max(seen, 1), seen / (time.perf_counter() - start)
@@ -225,16 +239,26 @@ class Trainer:
         return torch.randperm(n, generator=self.generator).to(self.device), max(lam, 1 - lam)
 
     def loss(self, logits: torch.Tensor, index: torch.Tensor, y: torch.Tensor, partner: torch.Tensor | None,
-             lam: float) -> torch.Tensor:
+             lam: float, total: torch.Tensor | None = None) -> torch.Tensor:
         """Cross-entropy weighted per image (class or class-source balance), normalised by the
-        batch's weight sum as ``F.cross_entropy(weight=...)`` does; mixup mixes both parts."""
+        batch's weight sum as ``F.cross_entropy(weight=...)`` does; mixup mixes both parts.
+
+        ``total`` is the whole batch's weight sum when these images are one process's share of
+        it (:meth:`weight_sum`): the shares' losses then add up to the one-process loss.
+        """
         target = y[index].to(self.device)
         weights = (self.loss_weights[index] if self.loss_weights is not None else torch.ones(len(index))).to(self.device)
         losses = F.cross_entropy(logits, target, reduction="none")
         if partner is not None:
             losses = lam * losses + (1 - lam) * F.cross_entropy(logits, target[partner], reduction="none")
             weights = lam * weights + (1 - lam) * weights[partner]
-        return (losses * weights).sum() / weights.sum()
+        return (losses * weights).sum() / (weights.sum() if total is None else total)
+
+    def weight_sum(self, index: torch.Tensor) -> torch.Tensor:
+        """The loss weight of a whole batch (mixup keeps it: partners are a permutation)."""
+        if self.loss_weights is None:
+            return torch.tensor(float(len(index)), device=self.device)
+        return self.loss_weights[index].sum().to(self.device)
 
     def training_state(self) -> dict[str, Any]:
         return {
@@ -260,6 +284,14 @@ class Trainer:
         torch.set_rng_state(state["torch_rng"])
         self.epoch, self.best_f1, self.stale = checkpoint.epoch, state["best_f1"], state["stale"]
         self.seconds = state["seconds"]
+
+    def own_draws(self) -> None:
+        """Processes other than rank 0 augment and drop out with seeds of their own
+        (:meth:`World.own_seed`); rank 0 keeps the one-process draws."""
+        if self.world.rank:
+            seed = self.world.own_seed(self.config.seed, self.epoch)
+            torch.manual_seed(seed)
+            self.aug_generator.manual_seed(seed + 1)
 
 
 def make_optimizer(config: FitConfig, model: nn.Module) -> torch.optim.Optimizer:
@@ -295,14 +327,17 @@ def load_splits(config: FitConfig) -> tuple[LabelledSet, LabelledSet]:
     return train, val
 
 
-def build_trainer(config: FitConfig, train: LabelledSet, weights: np.ndarray, device: torch.device) -> Trainer:
+def build_trainer(config: FitConfig, train: LabelledSet, weights: np.ndarray, device: torch.device,
+                  world: World = World()) -> Trainer:
     """Model, per-image loss weights or sampler, optimizer and schedule for one run."""
     if config.balanced_sampling and config.class_weights:
         raise ValueError("--balanced-sampling and class-weighted loss correct the same imbalance twice; "
                          "add --no-class-weights to sample balanced batches")
     if config.mixup < 0:
         raise ValueError(f"--mixup must be >= 0 (0: off), got {config.mixup}")
-    model = get_model_spec(config.model).factory(len(train.classes), config.pretrained).to(device)
+    if config.batch_size < 2 * world.size:
+        raise ValueError(f"--batch-size {config.batch_size} is the global batch: {world.size} processes need at least {2 * world.size}")
+    model = world.prepare(get_model_spec(config.model).factory(len(train.classes), config.pretrained).to(device))
     bf16 = use_bf16(device, config.precision)
     if bf16:
         model = model.to(memory_format=torch.channels_last)
@@ -320,11 +355,13 @@ def build_trainer(config: FitConfig, train: LabelledSet, weights: np.ndarray, de
         augment=build_pipeline(config.augment),
         generator=torch.Generator().manual_seed(config.seed),
         aug_generator=torch.Generator(device).manual_seed(config.seed + 1),
+        world=world,
+        network=world.wrap(model),
     )
 
 
 def provenance(config: FitConfig, command: str, train: LabelledSet, val: LabelledSet, spec: PreprocessSpec,
-               weighting: dict[str, Any], device: torch.device, bf16: bool) -> dict[str, Any]:
+               weighting: dict[str, Any], device: torch.device, bf16: bool, processes: int = 1) -> dict[str, Any]:
     """The checkpoint fields that stay fixed for a whole run (what, on which data, how)."""
     return {
         "model": config.model,
@@ -340,7 +377,8 @@ def provenance(config: FitConfig, command: str, train: LabelledSet, val: Labelle
             "sources": [{"class": c, "source": s, "n": n} for (c, s), n in train.groups().items()],
             "weighting": weighting,
         },
-        "args": {**asdict(config), "command": command, "device": device_description(device), "bf16": bf16},
+        "args": {**asdict(config), "command": command, "device": device_description(device), "bf16": bf16,
+                 "processes": processes},
     }
 
 
@@ -356,47 +394,64 @@ def snapshot(trainer: Trainer, fixed: dict[str, Any], val_name: str, val_report:
 
 
 def run_epoch(trainer: Trainer, train: tuple[torch.Tensor, torch.Tensor], val: tuple[torch.Tensor, torch.Tensor],
-              val_set: LabelledSet) -> dict[str, Any]:
+              val_set: LabelledSet) -> dict[str, Any] | None:
     """Train one epoch, score val (with its per-source audit), update best/stale; returns the
-    ``log.jsonl`` entry."""
+    ``log.jsonl`` entry. Under torchrun rank 0 alone scores val and gets the entry (the others
+    ``None``), and every process takes its best/stale, so all stop early together."""
     started = time.perf_counter()
     train_loss, rate = trainer.train_epoch(*train)
-    probs = predict_probs(trainer.model, val[0], trainer.device)
-    report = classification_metrics(val[1].numpy(), probs, val_set.classes, val_set.sources)
     trainer.epoch += 1
-    improved = report["macro_f1"] > trainer.best_f1
-    trainer.best_f1, trainer.stale = (report["macro_f1"], 0) if improved else (trainer.best_f1, trainer.stale + 1)
+    report, improved = None, False
+    if trainer.world.is_main:
+        probs = predict_probs(trainer.model, val[0], trainer.device)
+        report = classification_metrics(val[1].numpy(), probs, val_set.classes, val_set.sources)
+        improved = report["macro_f1"] > trainer.best_f1
+        trainer.best_f1, trainer.stale = (report["macro_f1"], 0) if improved else (trainer.best_f1, trainer.stale + 1)
+    best_f1, stale = trainer.world.from_main(trainer.best_f1, trainer.stale)
+    trainer.best_f1, trainer.stale = best_f1, int(stale)
     seconds = time.perf_counter() - started
     trainer.seconds += seconds
+    if report is None:
+        return None
     return {"epoch": trainer.epoch, "train_loss": train_loss, "lr": trainer.scheduler.get_last_lr()[0],
             "img_per_s": rate, "seconds": seconds, "best": improved, "val": report}
 
 
 def fit(config: FitConfig, command: str = "") -> Path:
-    """Run the training; returns the path of ``best.pt``."""
+    """Run the training (data-parallel when started by torchrun); returns the path of ``best.pt``."""
+    with joined() as world:
+        return fit_in(world, config, command)
+
+
+def fit_in(world: World, config: FitConfig, command: str) -> Path:
+    """The training as one of ``world``'s processes (all of it for a world of one)."""
+    say = print if world.is_main else lambda *args, **kwargs: None
     seed_everything(config.seed)
     if config.threads:
         torch.set_num_threads(config.threads)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = world.device()
     spec = PreprocessSpec(size=config.image_size or get_model_spec(config.model).input_size, intensity=config.intensity)
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
     train, val = load_splits(config)
     weights, balance = sample_weights(train, config.balance, config.source_power)
     weighting = {**balance, "applied_as": weighting_mode(config)}
-    trainer = build_trainer(config, train, weights, device)
-    print(f"classes {train.classes}, train counts {train.counts()}, val counts {val.counts()}\n"
-          f"{describe_weighting(weighting)}\n"
-          f"device {device}, bf16 autocast {trainer.bf16}, threads {torch.get_num_threads()}, image size {spec.size}",
-          file=sys.stderr)
-    tensors = [load_tensors(subset, spec, out / "cache", threads=config.threads or 1) for subset in (train, val)]
+    trainer = build_trainer(config, train, weights, device, world)
+    say(f"classes {train.classes}, train counts {train.counts()}, val counts {val.counts()}\n"
+        f"{describe_weighting(weighting)}\n"
+        f"device {device}, bf16 autocast {trainer.bf16}, threads {torch.get_num_threads()}, image size {spec.size}"
+        f"{f', {world.size} processes' if world.size > 1 else ''}", file=sys.stderr)
+    tensors = world.node_first(lambda: [load_tensors(s, spec, out / "cache", threads=config.threads or 1) for s in (train, val)])
     if config.resume:
         trainer.restore(Checkpoint.load(config.resume))
-        print(f"resumed from {config.resume} after epoch {trainer.epoch}", file=sys.stderr)
-    fixed = provenance(config, command, train, val, spec, weighting, device, trainer.bf16)
-    with (out / "log.jsonl").open("a") as log:
+        say(f"resumed from {config.resume} after epoch {trainer.epoch}", file=sys.stderr)
+    trainer.own_draws()
+    fixed = provenance(config, command, train, val, spec, weighting, device, trainer.bf16, world.size)
+    with (out / "log.jsonl").open("a") if world.is_main else contextlib.nullcontext() as log:
         while trainer.epoch < config.epochs and (config.patience <= 0 or trainer.stale < config.patience):
             entry = run_epoch(trainer, tensors[0], tensors[1], val)
+            if entry is None:
+                continue
             if entry["best"]:
                 snapshot(trainer, fixed, dataset_name(val.root), entry["val"], with_state=False).save(out / "best.pt")
             snapshot(trainer, fixed, dataset_name(val.root), entry["val"], with_state=True).save(out / "last.pt")
@@ -407,8 +462,8 @@ def fit(config: FitConfig, command: str = "") -> Path:
                   f"recall {recall}, {entry['img_per_s']:.1f} img/s, {entry['seconds']:.0f} s"
                   f"{' *best*' if entry['best'] else ''}", file=sys.stderr)
     if trainer.stale >= config.patience > 0:
-        print(f"early stop: no val macro-F1 gain for {config.patience} epochs", file=sys.stderr)
-    if (out / "best.pt").exists():
+        say(f"early stop: no val macro-F1 gain for {config.patience} epochs", file=sys.stderr)
+    if world.is_main and (out / "best.pt").exists():
         calibrate_file(out / "best.pt", val, tensors[1])
     return out / "best.pt"
 
