@@ -28,7 +28,7 @@ from cxr_infer.api import Classifier
 from cxr_infer.cli import RunOptions, run_classification
 from cxr_infer.contract import INPUT
 from cxr_infer.gradcam import upsample
-from cxr_infer.overlay import render_overlay, write_png
+from cxr_infer.overlay import OverlayStyle, render_overlay, write_overlay
 from cxr_infer.preprocess import preprocess
 from cxr_infer.readers import available_readers, read_image
 
@@ -68,7 +68,7 @@ def stage_costs(model: ModelFiles, labelled: Labelled, out: Path) -> dict[str, f
         _timed(seconds, "preprocess", lambda: preprocess(image, info.preprocess))
         heat = _timed(seconds, "heatmap", lambda: upsample(cam, *image.shape[:2]))
         overlay = _timed(seconds, "overlay", lambda: render_overlay(image, heat, label, 0.5))
-        _timed(seconds, "png", lambda: write_png(out / f"{index}.png", overlay))
+        _timed(seconds, "png", lambda: write_overlay(out / f"{index}.png", overlay, OverlayStyle(format="png")))
     return {step: 1000 * total / len(labelled.files) for step, total in seconds.items()}
 
 

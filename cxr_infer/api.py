@@ -6,7 +6,6 @@ line and an embedding application get the same rows from the same code.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
@@ -17,6 +16,7 @@ import numpy as np
 from pydicom.dataset import Dataset
 
 from cxr_infer import contract, errors, gradcam
+from cxr_infer.concurrency import split_threads
 from cxr_infer.errors import error_text
 from cxr_infer.bundled import resolve_model
 from cxr_infer.dicom import dataset_to_image
@@ -29,6 +29,7 @@ from cxr_infer.session import ModelFileInfo, open_session, read_contract
 ImageInput = Union[str, Path, np.ndarray, Dataset]
 Annotator = Callable[["Prediction", np.ndarray], dict[str, Any]]
 DEFAULT_BATCH_SIZE = 16
+DECODE_MARGIN = 2  # a reduced decode keeps at least this many times the model's input side
 
 
 class ExplainError(ValueError):
@@ -44,7 +45,8 @@ class Prediction:
     """One input's result. ``error`` is set when the input could not be classified (then
     ``label`` is ``None``) or when a later step such as writing its overlay failed.
 
-    ``heatmap`` is float32 in [0, 1] at the decoded image's resolution, when explaining.
+    ``heatmap`` is float32 in [0, 1] at the decoded image's resolution, when explaining (a
+    JPEG far larger than the model needs is decoded reduced: see :meth:`Classifier.stream`).
     ``gate`` is the input gate's verdict (:class:`~cxr_infer.gate.GateResult`); an input the gate
     rejected in ``reject`` mode has ``label=None``, no probabilities and no ``error``.
     """
@@ -76,9 +78,9 @@ class _Output:
 class Classifier:
     """A loaded model: one onnxruntime session, created once, safe to share between threads.
 
-    ``threads`` sets the onnxruntime intra-op threads and the worker threads that decode,
-    preprocess and finish (Grad-CAM resize, annotators) images (default: onnxruntime's own
-    choice, and the CPU count up to 8 workers).
+    ``threads`` is the number of cores to use (default: the usable CPUs), split between the
+    onnxruntime intra-op threads and the worker threads that decode, preprocess and finish
+    (Grad-CAM resize, annotators) images by :func:`cxr_infer.concurrency.split_threads`.
 
     ``gate`` is the input gate's mode (``reject``, ``warn`` or ``off``, see :mod:`cxr_infer.gate`)
     used when a call does not name one; ``gate_model`` is the gate (default: the bundled one,
@@ -104,7 +106,7 @@ class Classifier:
         self._gate_model = gate_model
         self._device, self._threads = device, threads
         self._readers = available_readers()
-        self._pool = ThreadPoolExecutor(max_workers=threads or min(8, os.cpu_count() or 1), thread_name_prefix="cxr-worker")
+        self._pool = ThreadPoolExecutor(max_workers=split_threads(threads).workers, thread_name_prefix="cxr-worker")
 
     @classmethod
     def load(
@@ -122,8 +124,9 @@ class Classifier:
         before decoding."""
         _check_threads(threads)
         path = resolve_model(name_or_path)
-        session = open_session(path, device, threads)
-        gate_net = GateModel.load(gate_model, device, threads) if check_mode(gate) != "off" or gate_model else None
+        intra_op = split_threads(threads).intra_op
+        session = open_session(path, device, intra_op)
+        gate_net = GateModel.load(gate_model, device, intra_op) if check_mode(gate) != "off" or gate_model else None
         return cls(session, read_contract(session, path), threads, gate, gate_net, device, max_pixels)
 
     @property
@@ -136,16 +139,25 @@ class Classifier:
         return self._session.get_providers()
 
     def predict(
-        self, images: Sequence[ImageInput], explain: bool = False, explain_class: str | None = None, gate: str | None = None
+        self,
+        images: Sequence[ImageInput],
+        explain: bool = False,
+        explain_class: str | None = None,
+        gate: str | None = None,
+        decode_long_side: int | None = 0,
     ) -> list[Prediction]:
         """Classify a list of file paths, decoded images or pydicom datasets, in input order.
-        ``gate`` overrides the instance's gate mode for this call."""
+        ``gate`` overrides the instance's gate mode for this call; ``decode_long_side`` is as in
+        :meth:`stream` (``None``: heatmaps at each file's full size)."""
         if isinstance(images, (str, Path, np.ndarray, Dataset)):
             raise TypeError("predict() takes a list of images; use predict_one() for a single image")
-        return [prediction for prediction, _ in self.stream(images, explain=explain, explain_class=explain_class, gate=gate)]
+        chosen = self.stream(images, explain=explain, explain_class=explain_class, gate=gate, decode_long_side=decode_long_side)
+        return [prediction for prediction, _ in chosen]
 
-    def predict_one(self, image: ImageInput, explain: bool = False, explain_class: str | None = None, gate: str | None = None) -> Prediction:
-        return self.predict([image], explain=explain, explain_class=explain_class, gate=gate)[0]
+    def predict_one(
+        self, image: ImageInput, explain: bool = False, explain_class: str | None = None, gate: str | None = None, decode_long_side: int | None = 0
+    ) -> Prediction:
+        return self.predict([image], explain=explain, explain_class=explain_class, gate=gate, decode_long_side=decode_long_side)[0]
 
     def stream(
         self,
@@ -156,8 +168,15 @@ class Classifier:
         annotators: Sequence[Annotator] = (),
         batch_size: int = DEFAULT_BATCH_SIZE,
         gate: str | None = None,
+        decode_long_side: int | None = 0,
     ) -> Iterator[tuple[Prediction, dict[str, Any]]]:
         """Lazily classify an iterable of any length; yields ``(prediction, fields)`` in input order.
+
+        Files are decoded only as large as needed (:func:`cxr_infer.readers.read_image`): a JPEG
+        is scaled down in the decoder while its short side keeps :data:`DECODE_MARGIN` times the
+        model's input side and its long side ``decode_long_side`` (what annotators need, such as
+        an overlay's display size); ``None`` decodes every file at full size. Heatmaps and
+        annotators get the image as decoded.
 
         Each annotator runs in a worker thread on every classified image as
         ``annotator(prediction, decoded_image) -> dict`` (for example writing an overlay and
@@ -173,7 +192,7 @@ class Classifier:
             self._gate_model = GateModel.load(None, self._device, self._threads)
         return stream(
             enumerate(images),
-            lambda numbered: self._load(numbered, mode != "off"),
+            lambda numbered: self._load(numbered, mode != "off", decode_long_side),
             lambda batch: self._infer(batch, explain, target, mode),
             lambda loaded, output: self._finish(loaded, output, annotators),
             pool=self._pool,
@@ -207,13 +226,13 @@ class Classifier:
             raise ExplainError(f"unknown class {explain_class!r} to explain; the model's classes: {', '.join(self.classes)}")
         return self.classes.index(explain_class)
 
-    def _load(self, numbered: tuple[int, ImageInput], gated: bool) -> _Loaded:
+    def _load(self, numbered: tuple[int, ImageInput], gated: bool, long_side: int | None) -> _Loaded:
         """Decode, inspect for the gate and preprocess one input (worker thread); failures
         become the row's error."""
         index, item = numbered
         source = _source_name(index, item)
         try:
-            image = self._decode(item)
+            image = self._decode(item, long_side)
             inspection = inspect(image, _header(item)) if gated else None
             return _Loaded(source, image, preprocess(image, self.info.preprocess), inspection=inspection)
         except ReadError as error:
@@ -221,9 +240,12 @@ class Classifier:
         except Exception as error:
             return _Loaded(source, error=error_text(errors.INTERNAL, f"{type(error).__name__}: {error}"))
 
-    def _decode(self, item: ImageInput) -> np.ndarray:
+    def _decode(self, item: ImageInput, long_side: int | None) -> np.ndarray:
         if isinstance(item, (str, Path)):
-            return read_image(item, self._readers, self._max_pixels)
+            if long_side is None:
+                return read_image(item, self._readers, self._max_pixels)
+            short_side = DECODE_MARGIN * self.info.preprocess.size
+            return read_image(item, self._readers, self._max_pixels, min_side=short_side, min_long_side=long_side)
         if isinstance(item, Dataset):
             return dataset_to_image(item, self._max_pixels)
         if isinstance(item, np.ndarray):

@@ -31,7 +31,7 @@ from cxr_infer.crash import EXIT_INTERNAL, one_line, write_crash_log
 from cxr_infer.gate import DEFAULT_MODE as DEFAULT_GATE_MODE, GATE_MODES
 from cxr_infer.errors import SKIPPED, error_kind, error_text, is_failure
 from cxr_infer.inputs import Input, counted, discover, is_labelled_folder, read_labels
-from cxr_infer.overlay import render_overlay, write_png
+from cxr_infer.overlay import DISPLAY_LONG_SIDE, FORMATS as OVERLAY_FORMATS, OverlayStyle, render_overlay, write_overlay
 from cxr_infer.plugins import PluginError, describe_plugins, get_plugin_manager
 from cxr_infer.progress import Progress
 from cxr_infer.provenance import RUN_FILE, model_provenance, run_record, utc_now, write_json
@@ -106,18 +106,32 @@ class RunOptions:
     labels: Path | None = None
     quiet: bool = False
     dicom_out: Path | None = None
+    overlay: OverlayStyle = OverlayStyle()
+
+
+def _overlay_size(ctx: click.Context, param: click.Parameter, value: str) -> int:
+    """``--overlay-size``: a long side in pixels, or ``full``/``0`` for the image's own size."""
+    if value.lower() == "full":
+        return 0
+    try:
+        size = int(value)
+    except ValueError:
+        size = -1
+    if size < 0:
+        raise click.BadParameter(f"{value!r} is neither a long side in pixels nor 'full'")
+    return size
 
 
 @main.command()
 @click.argument("paths", nargs=-1, required=True)
 @click.option("--model", "model_name", metavar="NAME_OR_FILE", help="Bundled model name or .onnx file (default: the bundled default).")
-@click.option("--explain", is_flag=True, help="Write Grad-CAM overlays (PNG) of the predicted class under OUT/heatmaps/.")
+@click.option("--explain", is_flag=True, help="Write Grad-CAM overlays of the predicted class under OUT/heatmaps/.")
 @click.option("--explain-class", metavar="NAME", help="Explain this class instead of the predicted one (implies --explain).")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("cxr-results"), show_default=True, help="Output folder.")
 @click.option("--format", "fmt", default="csv", show_default=True, help="Results format: csv, jsonl, or a plugin writer's name.")
 @click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True, help="auto uses CUDA only if the session really gets it.")
 @click.option("--batch-size", type=click.IntRange(1, 4096), default=16, show_default=True)
-@click.option("--threads", type=click.IntRange(1, 256), default=None, help="onnxruntime threads and decoding workers (default: all cores).")
+@click.option("--threads", type=click.IntRange(1, 256), default=None, help="Cores to use, split between onnxruntime and the image workers (default: all usable).")
 @click.option("--recursive", "-r", is_flag=True, help="Descend into subfolders of folder arguments.")
 @click.option("--labels", type=click.Path(dir_okay=False, exists=True, path_type=Path), help="CSV with columns path,label: report metrics.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress line, no start line, no decoder warnings (each row says what failed).")
@@ -125,7 +139,11 @@ class RunOptions:
 @click.option("--dicom-out", type=click.Path(file_okay=False, path_type=Path), help="Write a DICOM Secondary Capture and a TID 1500 SR for every DICOM input here.")
 @click.option("--report", "report", is_flag=True, help="Write OUT/report.html: the run on one offline page (thumbnails, overlays, classes; metrics and plots when labelled).")
 @click.option("--gate", type=click.Choice(GATE_MODES), default=DEFAULT_GATE_MODE, show_default=True, help="Input gate: reject inputs that are not frontal chest radiographs, only flag them (warn), or off.")
-def classify(paths, model_name, explain, explain_class, out, fmt, device, batch_size, threads, recursive, labels, quiet, max_pixels, dicom_out, report, gate) -> None:
+@click.option("--overlay-size", default=str(DISPLAY_LONG_SIDE), show_default=True, callback=_overlay_size, metavar="PIXELS|full", help="Long side of the overlays (never enlarged); full: the image's own size.")
+@click.option("--overlay-format", type=click.Choice(tuple(OVERLAY_FORMATS)), default="jpg", show_default=True, help="Overlay file format.")
+@click.option("--overlay-quality", type=click.IntRange(0, 100), help="JPEG quality 1-100 [90], or PNG zlib level 0-9 [1].")
+def classify(paths, model_name, explain, explain_class, out, fmt, device, batch_size, threads, recursive, labels, quiet, max_pixels, dicom_out, report, gate,
+             overlay_size, overlay_format, overlay_quality) -> None:
     """Classify PATH... (files, folders, or - for a list of paths on stdin).
 
     Writes OUT/results.csv (one row per input, in input order, as it goes), OUT/heatmaps/ with
@@ -134,7 +152,11 @@ def classify(paths, model_name, explain, explain_class, out, fmt, device, batch_
     Exit code 0: all inputs read (classified, or rejected by the input gate); 1: some failed (see their rows); 2: usage or model error;
     3: internal error (a bug; the message names a log file with the details).
     """
-    options = RunOptions(paths, out, explain or explain_class is not None, explain_class, fmt, batch_size, recursive, labels, quiet, dicom_out)
+    try:
+        overlay = OverlayStyle(overlay_size, overlay_format, overlay_quality)
+    except ValueError as error:
+        raise UsageFailure(str(error)) from error
+    options = RunOptions(paths, out, explain or explain_class is not None, explain_class, fmt, batch_size, recursive, labels, quiet, dicom_out, overlay)
     classifier = load_classifier(model_name, device, threads, gate, max_pixels)
     with classifier, quiet_decoder_warnings() if quiet else contextlib.nullcontext():
         failed = run_classification(classifier, options, Report(out, classifier.classes) if report else None)
@@ -202,7 +224,7 @@ def open_stream(
     """The lazy result stream of the run; each input is appended to ``fed`` as it enters, so the
     caller pairs results (which come in input order) with their inputs. Refuses impossible
     explain requests before anything is written."""
-    names = OverlayNames()
+    names = OverlayNames(options.overlay.suffix)
 
     def feed() -> Iterator[str]:
         for item in inputs:
@@ -218,6 +240,7 @@ def open_stream(
             explain_class=options.explain_class,
             annotators=build_annotators(options, names, classifier, report),
             batch_size=options.batch_size,
+            decode_long_side=(options.overlay.long_side or None) if options.explain else 0,
         )
     except ExplainError as error:
         raise UsageFailure(str(error)) from error
@@ -242,7 +265,7 @@ def build_annotators(options: RunOptions, names: "OverlayNames", classifier: Cla
     """Per-result steps run in worker threads (each returns row fields); add new ones here."""
     annotators: list[Annotator] = []
     if options.explain:
-        annotators.append(overlay_annotator(options.out / "heatmaps", names, options.explain_class))
+        annotators.append(overlay_annotator(options.out / "heatmaps", names, options.explain_class, options.overlay))
     if options.dicom_out is not None:
         from cxr_infer.pacs.identity import ModelIdentity
         from cxr_infer.pacs.results import dicom_out_annotator
@@ -253,32 +276,35 @@ def build_annotators(options: RunOptions, names: "OverlayNames", classifier: Cla
     return annotators
 
 
-def overlay_annotator(folder: Path, names: "OverlayNames", explain_class: str | None) -> Annotator:
+def overlay_annotator(folder: Path, names: "OverlayNames", explain_class: str | None, style: OverlayStyle) -> Annotator:
     """Write the Grad-CAM overlay of a prediction under ``folder``, keeping the input's folders."""
 
     def overlay(prediction: Prediction, image: np.ndarray) -> dict[str, Any]:
         label = explain_class or prediction.label
         path = folder / names.of(prediction.source)
-        write_png(path, render_overlay(image, prediction.heatmap, label, prediction.probabilities[label]))
+        drawn = render_overlay(image, prediction.heatmap, label, prediction.probabilities[label], style.long_side)
+        write_overlay(path, drawn, style)
         return {"heatmap": str(path)}
 
     return overlay
 
 
 class OverlayNames:
-    """Overlay file names: the input's path below its argument, ``.png``, never outside the folder.
+    """Overlay file names: the input's path below its argument with the overlay format's suffix,
+    never outside the folder.
 
     Names are assigned in the main thread as inputs enter the stream (a different file with
     the same name gets ``-2``, ``-3``...), before a worker thread looks them up.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, suffix: str) -> None:
+        self._suffix = suffix
         self._by_source: dict[str, PurePath] = {}
         self._taken: set[PurePath] = set()
 
     def assign(self, item: Input) -> None:
         if item.path not in self._by_source:
-            self._by_source[item.path] = self._unique(item.name.with_suffix(".png"))
+            self._by_source[item.path] = self._unique(item.name.with_suffix(self._suffix))
 
     def of(self, source: str) -> PurePath:
         return self._by_source[source]

@@ -15,10 +15,13 @@ hookimpl = pluggy.HookimplMarker("cxr")
 def register_readers(register):
     """Register input readers.
 
-    Call ``register(name, read, extensions=(".png", ...), sniff=None)`` where ``read(path)``
-    returns the decoded image as a numpy array (2-D grayscale, or H x W x 3/4 BGR[A]) or raises
-    an exception whose message says why the file cannot be read, and ``sniff(head: bytes)``
-    optionally claims files by content whatever their extension.
+    Call ``register(name, read, extensions=(".png", ...), sniff=None, reduces=False)`` where
+    ``read(path)`` returns the decoded image as a numpy array (2-D grayscale, or H x W x 3/4
+    BGR[A]) or raises an exception whose message says why the file cannot be read, and
+    ``sniff(head: bytes)`` optionally claims files by content whatever their extension. With
+    ``reduces=True``, ``read`` is also called as ``read(path, min_side=S, min_long_side=L)``
+    and may return a smaller image whose short and long sides are at least S and L (a decoder
+    that can skip work on files much larger than the model needs).
     """
 
 

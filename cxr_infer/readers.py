@@ -55,19 +55,35 @@ class ReadError(ValueError):
 
 @dataclass(frozen=True)
 class Reader:
+    """A registered decoder. ``reduces``: ``read`` also takes the keyword arguments ``min_side``
+    and ``min_long_side`` (see :func:`read_image`) and may return a smaller image that keeps them."""
+
     name: str
-    read: Callable[[Path], np.ndarray]
+    read: Callable[..., np.ndarray]
     extensions: tuple[str, ...] = ()
     sniff: Callable[[bytes], bool] | None = None
+    reduces: bool = False
     plugin: str = field(default="", compare=False)
 
 
-def read_raster(path: Path) -> np.ndarray:
+@dataclass(frozen=True)
+class _Probe:
+    """What Pillow tells from a raster file's header: format, channels, size, EXIF orientation."""
+
+    format: str | None = None
+    mode: str = ""
+    size: tuple[int, int] = (0, 0)
+    orientation: int = 1
+
+
+def read_raster(path: Path, min_side: int = 0, min_long_side: int = 0) -> np.ndarray:
     """Decode PNG (8/16 bit), JPEG, BMP, TIFF or WebP keeping bit depth and channels.
 
     :func:`read_image` has checked the declared size against the pixel limit; here a file that
     ends early is named truncated before the decoder half-fills an image from it, and a phone
-    photo of a film comes out upright (EXIF orientation).
+    photo of a film comes out upright (EXIF orientation). A JPEG larger than ``min_side`` (short
+    side) and ``min_long_side`` (long side) need is decoded at 1/2, 1/4 or 1/8 of its size in the
+    DCT domain (:func:`jpeg_reduction`): the decoder skips most of its work, not just the copy.
     """
     data = np.fromfile(path, dtype=np.uint8)
     if data.size == 0:
@@ -77,15 +93,40 @@ def read_raster(path: Path) -> np.ndarray:
     cut = truncation(data.tobytes())
     if cut:
         raise ReadError(cut, errors.TRUNCATED)
-    orientation = _exif_orientation(data)
-    image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED | cv2.IMREAD_IGNORE_ORIENTATION)
+    probe = _probe(data)
+    image = cv2.imdecode(data, _decode_flags(probe, min_side, min_long_side))
     if image is None:
         raise ReadError("not a decodable image (corrupt data in a known image format)", errors.CORRUPT)
-    return apply_exif_orientation(image, orientation)
+    return apply_exif_orientation(image, probe.orientation)
 
 
-def _exif_orientation(data: np.ndarray) -> int:
-    """The EXIF orientation (1 = upright), from the header only.
+_REDUCED_FLAGS = {  # (factor, colour) -> OpenCV flag; JPEG only (libjpeg scales in the DCT domain)
+    (2, False): cv2.IMREAD_REDUCED_GRAYSCALE_2, (2, True): cv2.IMREAD_REDUCED_COLOR_2,
+    (4, False): cv2.IMREAD_REDUCED_GRAYSCALE_4, (4, True): cv2.IMREAD_REDUCED_COLOR_4,
+    (8, False): cv2.IMREAD_REDUCED_GRAYSCALE_8, (8, True): cv2.IMREAD_REDUCED_COLOR_8,
+}  # fmt: skip
+
+
+def jpeg_reduction(width: int, height: int, min_side: int, min_long_side: int = 0) -> int:
+    """The largest JPEG scale-down (1, 2, 4 or 8) whose result keeps ``min_side`` on the short
+    side and ``min_long_side`` on the long side (libjpeg rounds scaled sizes up)."""
+    short, long = sorted((width, height))
+    if min_side <= 0 and min_long_side <= 0:
+        return 1
+    return next((f for f in (8, 4, 2) if -(-short // f) >= min_side and -(-long // f) >= min_long_side), 1)
+
+
+def _decode_flags(probe: _Probe, min_side: int, min_long_side: int) -> int:
+    """Full decode keeping bit depth and channels, or a reduced JPEG decode with the same channels
+    (gray stays gray, colour stays BGR): the caller sees the same kind of image, only smaller."""
+    factor = jpeg_reduction(*probe.size, min_side, min_long_side) if probe.format in ("JPEG", "MPO") else 1
+    if factor == 1 or probe.mode not in ("L", "RGB"):
+        return cv2.IMREAD_UNCHANGED | cv2.IMREAD_IGNORE_ORIENTATION
+    return _REDUCED_FLAGS[factor, probe.mode != "L"] | cv2.IMREAD_IGNORE_ORIENTATION
+
+
+def _probe(data: np.ndarray) -> _Probe:
+    """Format, mode, size and EXIF orientation (1 = upright), from the header only.
 
     PNG is not asked for EXIF: Pillow would decode the whole image to look for an eXIf chunk
     after the pixels, and radiograph PNGs do not rotate by EXIF.
@@ -97,9 +138,9 @@ def _exif_orientation(data: np.ndarray) -> int:
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(io.BytesIO(data.tobytes())) as probe:
                 orientation = probe.getexif().get(EXIF_ORIENTATION, 1) if probe.format in EXIF_FORMATS else 1
+                return _Probe(probe.format, probe.mode, probe.size, orientation if orientation in _ORIENT else 1)
     except Exception:
-        return 1  # not something Pillow reads (Radiance HDR, PFM): no EXIF
-    return orientation if orientation in _ORIENT else 1
+        return _Probe()  # not something Pillow reads (Radiance HDR, PFM): no EXIF, no reduction
 
 
 def apply_exif_orientation(image: np.ndarray, orientation: int) -> np.ndarray:
@@ -129,7 +170,7 @@ def is_raster(head: bytes) -> bool:
 @hookimpl
 def register_readers(register):
     register("dicom", read_dicom, extensions=DICOM_EXTENSIONS, sniff=is_dicom)
-    register("raster", read_raster, extensions=RASTER_EXTENSIONS, sniff=is_raster)
+    register("raster", read_raster, extensions=RASTER_EXTENSIONS, sniff=is_raster, reduces=True)
 
 
 def available_readers() -> dict[str, Reader]:
@@ -179,11 +220,21 @@ def require_regular_file(path: Path) -> None:
         raise ReadError(f"not a regular file ({kind})", errors.NOT_A_FILE)
 
 
-def read_image(path: str | Path, readers: dict[str, Reader] | None = None, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+def read_image(
+    path: str | Path,
+    readers: dict[str, Reader] | None = None,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    *,
+    min_side: int = 0,
+    min_long_side: int = 0,
+) -> np.ndarray:
     """Decode one file with the reader that claims it; errors are :class:`ReadError` with a reason.
 
     The size the file's header declares is checked against ``max_pixels`` before any reader
-    decodes it (:func:`cxr_infer.image_header.check_declared_size`).
+    decodes it (:func:`cxr_infer.image_header.check_declared_size`). ``min_side`` and
+    ``min_long_side`` say how small the image may come out (0: full size): a reader that can
+    decode at a reduced size (``Reader.reduces``: the built-in one for JPEG) does so while
+    keeping at least these sides, which saves time and memory on files far larger than needed.
     """
     from cxr_infer.image_header import check_declared_size
 
@@ -193,6 +244,8 @@ def read_image(path: str | Path, readers: dict[str, Reader] | None = None, max_p
     try:
         reader = choose_reader(path, readers)
         check_declared_size(path, reader.name, max_pixels)
+        if reader.reduces and (min_side > 0 or min_long_side > 0):
+            return reader.read(path, min_side=min_side, min_long_side=min_long_side)
         return reader.read(path)
     except ReadError:
         raise

@@ -18,6 +18,7 @@ Results are machine output, not a radiologist's read: Observations and reports a
 from __future__ import annotations
 
 import json
+import mimetypes
 import uuid
 from collections.abc import Sequence
 from datetime import datetime, timezone
@@ -100,7 +101,9 @@ class FhirBundleWriter:
             conclusionCode=[label_concept(row["label"])],
         )
         if row.get("heatmap"):
-            report["presentedForm"] = [{"contentType": "image/png", "url": Path(row["heatmap"]).resolve().as_uri(), "title": "Grad-CAM overlay"}]
+            overlay = Path(row["heatmap"])
+            content_type = mimetypes.guess_type(overlay.name)[0] or "application/octet-stream"  # JPEG by default, PNG on request
+            report["presentedForm"] = [{"contentType": content_type, "url": overlay.resolve().as_uri(), "title": "Grad-CAM overlay"}]
         return [observation, report]
 
     def _observation(self, row: dict[str, Any], identifier: list[dict[str, str]]) -> dict[str, Any]:

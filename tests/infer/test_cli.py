@@ -60,10 +60,26 @@ def test_folder_with_bad_files_gives_every_row_overlays_and_exit_1(mixed_folder,
         overlay_path = Path(row["heatmap"])
         assert overlay_path.resolve().is_relative_to((out / "heatmaps").resolve())
         assert overlay_path.relative_to(out / "heatmaps").parts[0] == "inbox"
-        overlay = cv2.imread(str(overlay_path))
-        assert overlay.shape[:2] == read_image(row["path"]).shape[:2]
+        assert overlay_path.suffix == ".jpg"  # the default: JPEG at display size
+        overlay_height, overlay_width = cv2.imread(str(overlay_path)).shape[:2]
+        height, width = read_image(row["path"]).shape[:2]
+        assert max(overlay_height, overlay_width) == min(1024, max(height, width))
+        assert overlay_width / overlay_height == pytest.approx(width / height, rel=0.01)
     assert sum(bool(r["error"]) for r in rows) == 5
     assert "9 inputs: " in result.output and "5 errors" in result.output
+
+
+@pytest.mark.data
+def test_full_size_png_overlays_on_request(tmp_path, tiny_model_path):
+    """--overlay-size full decodes at full size and keeps it; PNG is lossless at any zlib level."""
+    source = ORIGINALS[3]  # a 2059 x 1483 JPEG: reduced for the model alone, whole for this overlay
+    out = tmp_path / "out"
+    result = run(source, "--model", tiny_model_path, "--explain", "--out", out, "--overlay-size", "full",
+                 "--overlay-format", "png", "--overlay-quality", "0", "--quiet")
+    assert result.exit_code == 0, result.output
+    (row,) = read_rows(out / "results.csv")
+    assert row["heatmap"].endswith(".png")
+    assert cv2.imread(row["heatmap"]).shape[:2] == read_image(source).shape[:2]
 
 
 @pytest.mark.data
@@ -137,6 +153,8 @@ def test_process_result_plugin_failure_is_the_rows_error(tmp_path, tiny_model_pa
         (["--device", "cuda"], "--device cuda"),
         (["--format", "xml"], "unknown --format 'xml'"),
         (["--explain-class", "fracture"], "unknown class 'fracture'"),
+        (["--overlay-format", "png", "--overlay-quality", "90"], "out of range for png (0-9)"),
+        (["--overlay-size", "big"], "neither a long side in pixels nor 'full'"),
     ],
 )
 def test_usage_and_device_errors_exit_2(tmp_path, tiny_model_path, args, message):

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import pytest
 
 from cxr_infer.gradcam import class_maps, upsample
-from cxr_infer.overlay import render_overlay, to_display
+from cxr_infer.overlay import OverlayStyle, render_overlay, to_display, write_overlay
 from cxr_infer.readers import read_image
 from infer_support import DICOMS, ORIGINALS
 
@@ -50,3 +51,33 @@ def test_overlay_keeps_size_and_aspect_and_draws_a_legend(path):
     top, left = height // 8, width // 3
     drawn = (overlay[:top, :left] == 255).all(axis=2) & (plain[:top, :left] < 255)
     assert drawn.sum() > 20, "no legend text in the top-left corner"
+
+
+@pytest.mark.data
+def test_overlay_at_display_size_keeps_the_aspect_and_never_enlarges():
+    image = read_image(ORIGINALS[4])  # 1458 x 1303
+    heat = np.ones((7, 7), np.float32)
+    small = render_overlay(image, heat, "normal", 0.5, long_side=512)
+    assert small.shape == (round(1303 * 512 / 1458), 512, 3)
+    assert render_overlay(image, heat, "normal", 0.5, long_side=4096).shape[:2] == image.shape[:2]
+
+
+@pytest.mark.parametrize("style, suffix", [(OverlayStyle(), ".jpg"), (OverlayStyle(format="png", quality=9), ".png")])
+def test_overlay_files_decode_back(tmp_path, style, suffix):
+    film = np.add.outer(np.arange(120), np.arange(90)).astype(np.uint8)  # smooth, as radiographs are
+    heat = np.zeros((3, 3), np.float32)
+    heat[1, 1] = 1.0
+    drawn = render_overlay(film, heat, "covid", 0.7)
+    path = tmp_path / f"sub/o{style.suffix}"
+    write_overlay(path, drawn, style)
+    back = cv2.imread(str(path))
+    assert style.suffix == suffix and back.shape == drawn.shape
+    error = np.abs(back.astype(int) - drawn)
+    assert error.max() == 0 if suffix == ".png" else error.mean() < 8  # PNG is lossless; JPEG 90 stays close
+
+
+@pytest.mark.parametrize("kwargs, message", [({"format": "gif"}, "not one of"), ({"format": "jpg", "quality": 0}, "out of range"),
+                                             ({"long_side": -1}, "overlay size")])
+def test_overlay_style_refuses_what_it_cannot_write(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        OverlayStyle(**kwargs)
