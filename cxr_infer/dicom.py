@@ -44,11 +44,10 @@ def read_dataset(path: str | Path) -> Dataset:
     try:
         ds = pydicom.dcmread(path, force=True)
     except Exception as error:
+        _raise_if_truncated(path)
         raise DicomError(f"not a readable DICOM file ({type(error).__name__}: {error})", errors.CORRUPT) from error
-    if len(ds) == 0 or "PixelData" not in ds:
-        cut = _truncation(Path(path).read_bytes())
-        if cut:
-            raise DicomError(f"truncated DICOM: {cut}", errors.TRUNCATED)
+    if len(ds) == 0 or "PixelData" not in ds or not _values_parse(ds):
+        _raise_if_truncated(path)
     if len(ds) == 0:
         raise DicomError("DICOM file with no data elements", errors.NO_PIXELS)
     _ensure_transfer_syntax(ds)
@@ -60,9 +59,9 @@ def declared_size(path: str | Path) -> DeclaredSize | None:
     _require_dicom_content(path)
     try:
         ds = pydicom.dcmread(path, force=True, stop_before_pixels=True, specific_tags=["Rows", "Columns", "NumberOfFrames"])
+        return _declared(ds)
     except Exception:
-        return None  # reading it in full names the problem
-    return _declared(ds)
+        return None  # unreadable, or a value cut short: reading it in full names the problem
 
 
 def _declared(ds: Dataset) -> DeclaredSize | None:
@@ -80,13 +79,38 @@ def _frames(ds: Dataset) -> int:
         return 1
 
 
+def _values_parse(ds: Dataset) -> bool:
+    """Whether every top-level value parses: pydicom parses each on first access, and one cut
+    short by the end of the file fails only then (a sloppy but whole file may fail too, so this
+    only decides whether to look for a cut)."""
+    try:
+        for _ in ds:
+            pass
+    except Exception:
+        return False
+    return True
+
+
+def _raise_if_truncated(path: str | Path) -> None:
+    cut = _truncation(Path(path).read_bytes())
+    if cut:
+        raise DicomError(f"truncated DICOM: {cut}", errors.TRUNCATED)
+
+
 def _require_dicom_content(path: str | Path) -> None:
+    """Tell DICOM from other content by the preamble and 'DICM' or by the first data element; a
+    file that ends before either can be seen (a zero preamble, the first element's group) is
+    named truncated, not 'not DICOM'."""
     with open(path, "rb") as handle:
         head = handle.read(132)
     if not head:
         raise DicomError("empty file (0 bytes)", errors.TRUNCATED)
     if is_dicom(head):
         return
+    if len(head) < 132 and not any(head[:128]) and b"DICM".startswith(head[128:]):
+        raise DicomError(f"truncated DICOM: the file ends after {len(head)} bytes, inside the 128-byte preamble or the 'DICM' marker", errors.TRUNCATED)
+    if 2 <= len(head) < 8 and struct.unpack_from("<H", head)[0] in FIRST_GROUPS:
+        raise DicomError(f"truncated DICOM: the file ends after {len(head)} bytes, inside its first data element", errors.TRUNCATED)
     if len(head) < 8 or struct.unpack_from("<H", head)[0] not in FIRST_GROUPS:
         raise DicomError(
             "not DICOM: no 'DICM' marker at byte 128 and no DICOM data element (group 0002 or 0008) at the start",

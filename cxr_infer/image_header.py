@@ -100,16 +100,26 @@ def _pfm_size(head: bytes) -> DeclaredSize | None:
 
 
 def truncation(data: bytes) -> str | None:
-    """Why a PNG, JPEG, BMP or WebP file is cut short (by its end marker or declared length), or None.
+    """Why a PNG, JPEG, BMP, TIFF or WebP file is cut short (by its end marker, declared length
+    or the offsets it holds), or None.
 
-    Decoders fill a cut image with gray and only warn; a cut file is named so instead.
+    Decoders fill a cut image with gray and only warn, or fail as if the data were corrupt; a
+    cut file is named so instead, down to one cut inside the format's signature.
     """
     kind = raster_format(data[:16])
+    if kind is None:
+        return _cut_signature(data)
     if kind == "PNG" and data.rfind(b"IEND") == -1:
         return "PNG ends before its IEND chunk (file cut short)"
-    if kind == "JPEG" and data.rfind(b"\xff\xd9") < data.rfind(b"\xff\xda"):
-        return "JPEG ends inside its scan data, before the end-of-image marker (file cut short)"
-    if kind == "BMP" and len(data) >= 6:
+    if kind == "JPEG":
+        scan = data.rfind(b"\xff\xda")
+        if scan == -1:
+            return "JPEG ends before its scan data (no start-of-scan marker; file cut short)"
+        if data.rfind(b"\xff\xd9") < scan:
+            return "JPEG ends inside its scan data, before the end-of-image marker (file cut short)"
+    if kind == "BMP" and len(data) < 14:
+        return f"BMP ends after {len(data)} bytes, inside its 14-byte file header (file cut short)"
+    if kind == "BMP":
         (declared,) = struct.unpack("<I", data[2:6])
         if declared > len(data):
             return f"BMP declares {declared:,} bytes, the file has {len(data):,}"
@@ -117,7 +127,61 @@ def truncation(data: bytes) -> str | None:
         (declared,) = struct.unpack("<I", data[4:8])
         if declared + 8 > len(data):
             return f"WebP declares {declared + 8:,} bytes, the file has {len(data):,}"
+    if kind == "TIFF":
+        return _tiff_truncation(data)
     return None
+
+
+def _cut_signature(data: bytes) -> str | None:
+    """A file of a few bytes that are the start of an image format's signature."""
+    for magic, name in (*_MAGIC, (b"RIFF", "WebP")):
+        if 0 < len(data) < len(magic) and magic.startswith(data):
+            return f"the file ends after {len(data)} bytes, inside the {name} signature (cut short)"
+    if data.startswith(b"RIFF") and len(data) < 12 and b"WEBP".startswith(data[8:]):
+        return f"the file ends after {len(data)} bytes, inside the WebP header (cut short)"
+    return None
+
+
+_TIFF_DATA_TAGS = ((273, 279), (324, 325))  # (StripOffsets, StripByteCounts), (TileOffsets, TileByteCounts)
+_TIFF_VALUE_FORMATS = {3: "H", 4: "I", 16: "Q"}  # SHORT, LONG, LONG8
+
+
+def _tiff_truncation(data: bytes) -> str | None:
+    """Whether the first image directory (IFD) of a TIFF, or the strips or tiles it points to,
+    lie past the end of the file."""
+    order = "<" if data[:2] == b"II" else ">"
+    if len(data) < 8:
+        return f"TIFF ends after {len(data)} bytes, inside its 8-byte header (file cut short)"
+    (ifd,) = struct.unpack_from(order + "I", data, 4)
+    if ifd + 2 > len(data):
+        return f"TIFF's image directory at byte {ifd:,} lies past the end ({len(data):,} bytes; file cut short)"
+    (count,) = struct.unpack_from(order + "H", data, ifd)
+    if ifd + 2 + 12 * count + 4 > len(data):
+        return f"TIFF ends inside its image directory at byte {ifd:,} (file cut short)"
+    tags = {}
+    for entry in range(ifd + 2, ifd + 2 + 12 * count, 12):
+        tag, kind, number = struct.unpack_from(order + "HHI", data, entry)
+        tags[tag] = _tiff_values(data, order, kind, number, entry + 8)
+    for offsets_tag, counts_tag in _TIFF_DATA_TAGS:
+        offsets, counts = tags.get(offsets_tag), tags.get(counts_tag)
+        if offsets and counts:
+            end = max(offset + size for offset, size in zip(offsets, counts))
+            if end > len(data):
+                return f"TIFF image data runs to byte {end:,}, the file ends at {len(data):,} (file cut short)"
+    return None
+
+
+def _tiff_values(data: bytes, order: str, kind: int, number: int, field: int) -> list[int] | None:
+    """The integer values of one IFD entry (inline or at the offset it holds); None if not integers or not in the file."""
+    code = _TIFF_VALUE_FORMATS.get(kind)
+    if code is None or number == 0:
+        return None
+    size = struct.calcsize(code) * number
+    if size > 4:
+        (field,) = struct.unpack_from(order + "I", data, field)
+    if field + size > len(data):
+        return None
+    return list(struct.unpack_from(f"{order}{number}{code}", data, field))
 
 
 def check_declared_size(path: Path, reader: str, max_pixels: int) -> None:

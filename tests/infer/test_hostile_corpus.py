@@ -1,0 +1,67 @@
+"""The whole hostile corpus (``hostile_corpus.py``, about 300 entries) through the real command,
+once: one row per entry, each with the outcome expected of it, exit code 1, no traceback, and
+a peak resident memory within 1.5 GB (the bombs are refused from their headers)."""
+
+from __future__ import annotations
+
+import csv
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from hostile_corpus import Expected, build
+
+from cxr_infer.errors import error_kind
+from cxr_infer.writers import spreadsheet_safe
+
+MAX_RSS_BYTES = 1_500_000_000
+CORPUS_RUN = r"""
+import resource, subprocess, sys
+run = subprocess.run(sys.argv[1:], capture_output=True)
+sys.stdout.buffer.write(run.stdout)
+sys.stderr.buffer.write(run.stderr)
+print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, file=sys.stderr)
+sys.exit(run.returncode)
+"""
+
+
+def csv_cell(name: str) -> str:
+    """How the CSV writer puts an entry's name (surrogate bytes escaped, formulas defused)."""
+    return spreadsheet_safe(name).encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def test_every_corpus_entry_gets_its_row_and_outcome(tmp_path, tiny_model_path):
+    expected = build(tmp_path / "corpus")
+    assert len(expected) >= 200 and len(os.listdir(tmp_path / "corpus")) == len(expected)
+    out = tmp_path / "out"
+    command = [sys.executable, "-c", "from cxr_infer.cli import main; main()", ".", "--model", str(tiny_model_path), "--gate", "off"]
+    command += ["--out", str(out), "--dicom-out", str(tmp_path / "dicom-out"), "--threads", "2", "-q"]
+    started = time.monotonic()
+    run = subprocess.run([sys.executable, "-c", CORPUS_RUN, *command], cwd=tmp_path / "corpus", capture_output=True, timeout=300)  # a child of its own: RUSAGE_CHILDREN is its peak alone
+    wall_s = time.monotonic() - started
+    *stderr, peak = run.stderr.decode("utf-8", "backslashreplace").splitlines()
+    peak_bytes = int(peak) * 1024  # Linux: kilobytes
+    print(f"corpus: {len(expected)} entries, exit {run.returncode}, {wall_s:.1f} s, peak RSS {peak_bytes / 1e6:.0f} MB")
+    assert run.returncode == 1, stderr
+    assert stderr == [] and b"Traceback" not in run.stdout  # -q: not even a decoder warning
+    with open(out / "results.csv", newline="", encoding="utf-8") as handle:  # valid UTF-8 whatever the names
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == len(expected)
+    by_cell = {row["path"]: row for row in rows}
+    wrong = {name: (want, by_cell.get(csv_cell(name), {}).get("error", "<no row>")) for name, want in expected.items() if not _matches(want, by_cell.get(csv_cell(name)))}
+    assert wrong == {}, "\n".join(f"{name!r}: expected {want}, got {got!r}" for name, (want, got) in wrong.items())
+    assert peak_bytes <= MAX_RSS_BYTES
+    escaped = [path for path in tmp_path.rglob("*") if path.suffix == ".dcm" and "dicom-out" not in path.parts and "corpus" not in path.parts]
+    assert escaped == []  # a SOP Instance UID holding '../' wrote nothing outside --dicom-out
+
+
+def _matches(want: Expected, row: dict | None) -> bool:
+    if row is None:
+        return False
+    error = row["error"]
+    if error_kind(error) != want.kind or bool(row["label"]) != (want.kind in (None, "output")):
+        return False
+    return want.reason in error
