@@ -73,6 +73,23 @@ def gate_command(gate_file, loco, models, repeats, per_kind, cost_images, out) -
     click.echo(report.render(out))
 
 
+@main.command("report-page")
+@click.option("--model", default="resnet50", show_default=True, help="Bundled model name or .onnx file.")
+@click.option("--images", type=click.IntRange(1), default=1000, show_default=True, help="Real radiographs (cxr3-external, then cxr3-internal/test).")
+@click.option("--batch", type=click.IntRange(1), default=16, show_default=True)
+@click.option("--threads", type=click.IntRange(1), default=2, show_default=True)
+@click.option("--repeats", type=click.IntRange(1), default=2, show_default=True, help="Interleaved runs with and without the report.")
+@click.option("--loads", type=click.IntRange(1), default=5, show_default=True, help="Page loads in headless chromium.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=HERE, show_default=True)
+def report_page_command(model, images, batch, threads, repeats, loads, out) -> None:
+    """cxr-infer --report: its cost on a run of IMAGES inputs and its page's load time in headless
+    chromium; writes results-report-page.json and RESULTS.md."""
+    from benchmarks.report_page import run_report_page
+
+    click.echo(f"report-page: {run_report_page(model, images, batch, threads, repeats, loads, out)}", err=True)
+    click.echo(report.render(out))
+
+
 @main.command("report")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=HERE, show_default=True)
 def report_command(out) -> None:

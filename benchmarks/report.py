@@ -244,6 +244,10 @@ def render(out: Path) -> Path:
         from benchmarks.gate import gate_section
 
         lines += gate_section(json.loads(gate_results.read_text()))
+    if (page_results := out / "results-report-page.json").exists():  # python -m benchmarks report-page
+        from benchmarks.report_page import report_page_section
+
+        lines += report_page_section(json.loads(page_results.read_text()))
     path = out / "RESULTS.md"
     path.write_text("\n".join(lines).rstrip() + "\n")
     return path
