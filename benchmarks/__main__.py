@@ -1,4 +1,5 @@
-"""``python -m benchmarks run [--part cpu|gpu|all] [--tiny]``, ``python -m benchmarks gate`` and
+"""``python -m benchmarks run [--part cpu|gpu|all] [--tiny]``, ``python -m benchmarks gate``,
+``python -m benchmarks pipeline``, ``python -m benchmarks decode-agreement`` and
 ``python -m benchmarks report``."""
 
 from __future__ import annotations
@@ -70,6 +71,36 @@ def gate_command(gate_file, loco, models, repeats, per_kind, cost_images, out) -
     from benchmarks.gate import run_gate
 
     click.echo(f"gate: {run_gate(gate_file, list(loco), models.split(','), repeats, per_kind, cost_images, out)}", err=True)
+    click.echo(report.render(out))
+
+
+@main.command("pipeline")
+@click.option("--models", default="resnet50,simplecnn", show_default=True, help="Bundled models (or .onnx files) to measure.")
+@click.option("--batches", default="1,8,32", show_default=True)
+@click.option("--threads", type=click.IntRange(1), default=2, show_default=True, help="Cores for the pipeline and the bare session alike.")
+@click.option("--repeats", type=click.IntRange(1), default=5, show_default=True)
+@click.option("--images", type=click.IntRange(1), default=32, show_default=True, help="cxr3-external images in the folder.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=HERE, show_default=True)
+def pipeline_command(models, batches, threads, repeats, images, out) -> None:
+    """Measurement 5: cxr-infer's folder pipeline with --explain against the bare session (new
+    defaults and old settings interleaved), per-step costs, threads against processes; writes
+    results-pipeline.json and RESULTS.md."""
+    from benchmarks.folder import run_pipeline
+
+    click.echo(f"pipeline: {run_pipeline(models.split(','), list(_ints(batches)), threads, repeats, images, out)}", err=True)
+    click.echo(report.render(out))
+
+
+@main.command("decode-agreement")
+@click.option("--models", default="resnet50,simplecnn", show_default=True, help="Bundled models (or .onnx files).")
+@click.option("--limit", type=click.IntRange(1), help="Only the first N files of each folder (a smoke run).")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=HERE, show_default=True)
+def decode_agreement_command(models, limit, out) -> None:
+    """Full against reduced JPEG decoding on cxr3-external (and the originals): top-1 agreement
+    and the largest probability change per model; writes results-decode.json and RESULTS.md."""
+    from benchmarks.decode import run_decode_agreement
+
+    click.echo(f"decode-agreement: {run_decode_agreement(models.split(','), out, limit)}", err=True)
     click.echo(report.render(out))
 
 

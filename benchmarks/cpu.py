@@ -1,6 +1,6 @@
-"""The CPU part: throughput of every variant and their ratios (measurements 1-4), the folder
-pipeline against the bare session (5), GFLOP/s against the matmul peak (6), int8 agreement on
-cxr3-external, and operator profiles as the evidence behind each ratio."""
+"""The CPU part: throughput of every variant and their ratios (measurements 1-4), GFLOP/s against
+the matmul peak (6), int8 agreement on cxr3-external, and operator profiles as the evidence
+behind each ratio. Measurement 5 (the folder pipeline) is ``python -m benchmarks pipeline``."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks import folder, profiling, throughput
+from benchmarks import profiling, throughput
 from benchmarks.inputs import EXTERNAL, Labelled, batch_of
 from benchmarks.models import ModelFiles, read_info
 from benchmarks.peak import measure_peak
@@ -32,10 +32,10 @@ def int8_agreement(model: ModelFiles) -> dict[str, Any]:
 
 
 def run(config: Any, models: list[ModelFiles]) -> dict[str, Any]:
-    labelled = Labelled.discover(EXTERNAL).take(max(config.folder_images, max(config.batches)))
+    labelled = Labelled.discover(EXTERNAL).take(max(config.batches))
     peak = {name: Summary.of(s).as_dict() for name, s in measure_peak(config.threads, config.repeats, config.peak_size).items()}
     peak_gflops = max(p["median"] for p in peak.values())
-    records, flops, profile, pipeline = [], {}, {}, []
+    records, flops, profile = [], {}, {}
     for model in models:
         spec = read_info(model.reference).preprocess
         images = labelled.tensors(spec)
@@ -43,15 +43,12 @@ def run(config: Any, models: list[ModelFiles]) -> dict[str, Any]:
                                       config.images_per_block)
         flops[model.arch] = profiling.model_flops(model.plain or model.reference, images.shape[1:], config.threads)
         profile[model.arch] = profiles(model, images, config.threads)
-        pipeline += folder.measure(model, labelled.take(config.folder_images), images[: config.folder_images],
-                                   list(config.batches), config.threads, config.repeats)
     return {
         "throughput": records,
-        "comparisons": throughput.compare(records) + folder.compare(pipeline),
+        "comparisons": throughput.compare(records),
         "peak_gflops": {"by_library": peak, "best": peak_gflops, "size": config.peak_size},
         "flops_per_image": flops,
         "gflops": throughput.gflops(records, flops, peak_gflops),
-        "pipeline": pipeline,
         "profiles": profile,
         "int8_accuracy": [int8_agreement(model) for model in models if model.int8 is not None],
     }

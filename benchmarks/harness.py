@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -17,13 +16,10 @@ from typing import Any
 from benchmarks import machine
 from benchmarks.inputs import DATA, EXTERNAL
 from benchmarks.models import ROOT, Int8Plan, ModelFiles, exported_from, from_files, prepare, shown
+from cxr_infer.concurrency import usable_cpus
 
 PARTS = ("cpu", "gpu")
 CALIBRATION = DATA / "cxr3-internal" / "train"
-
-
-def usable_cpus() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 @dataclass(frozen=True)
@@ -36,7 +32,6 @@ class Config:
     images_per_block: int = 8  # each timed block runs batches until it covers this many images
     threads: int = field(default_factory=usable_cpus)
     size: int = 224  # input size of random-init models (trained ones bring their own)
-    folder_images: int = 32  # real images in the folder-pipeline measurement
     calibration_images: int = 200
     compare_images: int | None = None  # int8 vs fp32 on this many cxr3-external images (None: all)
     peak_size: int = 2048
@@ -50,7 +45,7 @@ class Config:
     def tiny(cls, work: Path) -> "Config":
         """Seconds, not minutes: one small random model, two batch sizes, few repeats."""
         return cls(models=("simplecnn",), batches=(1, 2), repeats=2, images_per_block=2, threads=1, size=64,
-                   folder_images=4, calibration_images=3, compare_images=3, peak_size=256, use_runs=False,
+                   calibration_images=3, compare_images=3, peak_size=256, use_runs=False,
                    gpu_batches=(1, 2), work=work)
 
     def int8_plan(self) -> Int8Plan:

@@ -17,7 +17,8 @@ import numpy as np
 import pytest
 
 from benchmarks import throughput
-from benchmarks.folder import BARE, PIPELINE
+from benchmarks.decode import RULE
+from benchmarks.folder import BARE, SETTINGS, STAGES
 from benchmarks.harness import CALIBRATION
 from benchmarks.inputs import EXTERNAL, Labelled
 from benchmarks.models import ModelFiles, read_info
@@ -70,8 +71,7 @@ def test_tiny_run_without_torch_measures_every_onnx_variant(tiny_run):
     for record in result["throughput"]:
         assert set(record["img_s"]) == onnx_variants  # the torch baselines need torch
         assert all(len(samples) == 2 and min(samples) > 0 for samples in record["samples"].values())
-    assert {c["comparison"] for c in result["comparisons"]} == {"explain_cost", "int8_speed", "pipeline_vs_bare"}
-    assert {(p["batch"], *sorted(p["img_s"])) for p in result["pipeline"]} == {(1, BARE, PIPELINE), (2, BARE, PIPELINE)}
+    assert {c["comparison"] for c in result["comparisons"]} == {"explain_cost", "int8_speed"}
     assert set(result["peak_gflops"]["by_library"]) == {"numpy"}
     assert {g["variant"] for g in result["gflops"]} == {throughput.ORT}
     assert set(result["profiles"]["simplecnn"]) == {throughput.ORT, throughput.EXPLAIN, throughput.INT8}
@@ -84,12 +84,34 @@ def test_tiny_run_without_torch_measures_every_onnx_variant(tiny_run):
 def test_tiny_run_writes_the_report_and_plot(tiny_run):
     text = (tiny_run / "RESULTS.md").read_text()
     for heading in ("## CPU", "### Ratios against the targets", "### 4. int8 vs fp32 answers",
-                    "### 5. Folder pipeline vs bare session", "### 6. Achieved GFLOP/s", "### Where onnxruntime",
+                    "### 6. Achieved GFLOP/s", "### Where onnxruntime",
                     "## 7. GPU", "load average"):
         assert heading in text
     assert (tiny_run / "throughput-cpu.png").stat().st_size > 1000
     gpu = json.loads((tiny_run / "results-gpu.json").read_text())
     assert gpu["throughput"] or gpu["skipped"][0]["reason"]  # measured on a CUDA host, else says why not
+
+
+@pytest.mark.data  # benchmarks read real radiographs (benchmarks/inputs.py)
+def test_pipeline_and_decode_agreement_run_and_report(tmp_path, tiny_model_path):
+    """Measurement 5 (both settings against the bare session, step costs, threads against
+    processes) and the decode agreement, at smoke scale, into their JSON and RESULTS.md."""
+    model = f"--models={tiny_model_path}"
+    for args in (["pipeline", model, "--batches=2", "--repeats=1", "--images=4"], ["decode-agreement", model, "--limit=6"]):
+        done = subprocess.run([sys.executable, "-m", "benchmarks", *args, f"--out={tmp_path}"], cwd=ROOT,
+                              capture_output=True, text=True, timeout=300, env={**os.environ, "CXR_PLUGINS": ""})
+        assert done.returncode == 0, done.stderr[-3000:]
+    (record,) = json.loads((tmp_path / "results-pipeline.json").read_text())["pipeline"]
+    assert set(record["img_s"]) == {BARE, *SETTINGS} and set(record["ratios"]) == set(SETTINGS)
+    assert all(set(ms) == set(STAGES) and ms["decode"] > 0 for ms in record["stage_ms"].values())
+    decode = json.loads((tmp_path / "results-decode.json").read_text())
+    for entry in decode["folders"].values():
+        (compared,) = entry["models"]
+        assert compared["by_way"][RULE]["images"] == 6 and 0 <= compared["by_way"][RULE]["top1_agreement"] <= 1
+    assert {"1/2", "1/4", "1/8"} <= set(decode["folders"]["cxr3-external"]["models"][0]["by_way"])  # all JPEG
+    text = (tmp_path / "RESULTS.md").read_text()
+    assert "## 5. Folder pipeline vs bare session" in text and "## 5a. Reduced JPEG decoding" in text
+    assert "processes / threads" in text
 
 
 @pytest.mark.data  # benchmarks read real radiographs (benchmarks/inputs.py)
