@@ -13,7 +13,7 @@ import contextlib
 import json
 import sys
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from collections import Counter, deque
 from dataclasses import asdict, dataclass
 from pathlib import Path, PurePath
@@ -40,6 +40,8 @@ from cxr_infer.report.page import REPORT_FILE, Report
 from cxr_infer.results import apply_process_result, columns, make_row
 from cxr_infer.session import DEVICES, DeviceError, ModelLoadError, open_session, read_contract
 
+Result = tuple[Input, Prediction, dict[str, Any]]
+Engine = Callable[[Classifier, "RunOptions", Iterable[Input]], Iterator[Result]]  # where the results come from
 EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE = 0, 1, 2  # and EXIT_INTERNAL (3): a bug, see cxr_infer.crash
 METRICS_FILE = "metrics.json"
 MODEL_ERRORS = (ModelNotFoundError, ModelLoadError, ContractError, DeviceError, ExplainError, PluginError)
@@ -142,8 +144,10 @@ def _overlay_size(ctx: click.Context, param: click.Parameter, value: str) -> int
 @click.option("--overlay-size", default=str(DISPLAY_LONG_SIDE), show_default=True, callback=_overlay_size, metavar="PIXELS|full", help="Long side of the overlays (never enlarged); full: the image's own size.")
 @click.option("--overlay-format", type=click.Choice(tuple(OVERLAY_FORMATS)), default="jpg", show_default=True, help="Overlay file format.")
 @click.option("--overlay-quality", type=click.IntRange(0, 100), help="JPEG quality 1-100 [90], or PNG zlib level 0-9 [1].")
+@click.option("--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True, help="local: this process; ray: an actor pool on Ray Data (pip install 'cxr-toolkit[ray]'), --threads per actor.")
+@click.option("--ray-address", metavar="ADDRESS", help="With --engine ray: the cluster to join (auto: this node's) [default: a local Ray on this host].")
 def classify(paths, model_name, explain, explain_class, out, fmt, device, batch_size, threads, recursive, labels, quiet, max_pixels, dicom_out, report, gate,
-             overlay_size, overlay_format, overlay_quality) -> None:
+             overlay_size, overlay_format, overlay_quality, engine, ray_address) -> None:
     """Classify PATH... (files, folders, or - for a list of paths on stdin).
 
     Writes OUT/results.csv (one row per input, in input order, as it goes), OUT/heatmaps/ with
@@ -157,9 +161,16 @@ def classify(paths, model_name, explain, explain_class, out, fmt, device, batch_
     except ValueError as error:
         raise UsageFailure(str(error)) from error
     options = RunOptions(paths, out, explain or explain_class is not None, explain_class, fmt, batch_size, recursive, labels, quiet, dicom_out, overlay)
+    results = None
+    if engine == "ray":
+        from cxr_infer.distributed import LoadArgs, RayEngine
+
+        if report:
+            raise UsageFailure("--report is made by --engine local only")
+        results = RayEngine(ray_address, LoadArgs(model_name, device, threads, gate, max_pixels))
     classifier = load_classifier(model_name, device, threads, gate, max_pixels)
     with classifier, quiet_decoder_warnings() if quiet else contextlib.nullcontext():
-        failed = run_classification(classifier, options, Report(out, classifier.classes) if report else None)
+        failed = run_classification(classifier, options, Report(out, classifier.classes) if report else None, results)
     sys.exit(EXIT_SOME_FAILED if failed else EXIT_OK)
 
 
@@ -172,16 +183,15 @@ def load_classifier(
         raise UsageFailure(str(error)) from error
 
 
-def run_classification(classifier: Classifier, options: RunOptions, report: Report | None = None) -> int:
+def run_classification(classifier: Classifier, options: RunOptions, report: Report | None = None, results: Engine | None = None) -> int:
     """Classify, write rows as they come, print the summary (and metrics), write ``run.json``
     (and the page, given a ``report``); return the failure count."""
     started_at = utc_now()
     pm = get_plugin_manager()
     writer_spec = _writer(options.format)
     labelled = options.labels is not None or any(is_labelled_folder(Path(p), classifier.classes) for p in options.paths)
-    fed: deque[Input] = deque()
     inputs, total = counted(_inputs(classifier, options), options.paths)
-    stream = open_stream(classifier, options, fed, inputs, report)
+    found = local_results(classifier, options, inputs, report) if results is None else results(classifier, options, inputs)
     options.out.mkdir(parents=True, exist_ok=True)
     results_path = options.out / f"results{writer_spec.extension}"
     writer = writer_spec.factory(results_path, columns(classifier.classes, labelled))
@@ -190,7 +200,7 @@ def run_classification(classifier: Classifier, options: RunOptions, report: Repo
     progress = Progress(total, enabled=not options.quiet)
     scored = Scores(classifier.classes)
     try:
-        for item, prediction, fields in paired(stream, fed):
+        for item, prediction, fields in found:
             row = make_row(prediction, classifier.classes, fields, item.label, labelled)
             apply_process_result(pm, row)
             writer.write(row)
@@ -216,6 +226,13 @@ def _settings(classifier: Classifier, options: RunOptions) -> dict[str, Any]:
     """What ``run.json`` records of the run's arguments."""
     return {"paths": list(options.paths), "labels": options.labels and str(options.labels), "explain": options.explain,
             "explain_class": options.explain_class, "gate": classifier.gate, "batch_size": options.batch_size}
+
+
+def local_results(classifier: Classifier, options: RunOptions, inputs: Iterable[Input], report: Report | None = None) -> Iterator[Result]:
+    """The results of this process: ``(input, prediction, row fields)`` in input order, skipped
+    entries included. Another engine (``--engine ray``) computes the same, elsewhere."""
+    fed: deque[Input] = deque()
+    return paired(open_stream(classifier, options, fed, inputs, report), fed)
 
 
 def open_stream(
