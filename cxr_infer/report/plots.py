@@ -45,7 +45,7 @@ def reliability_svg(bins: Sequence[Mapping[str, Any]], ece: float) -> str:
     lows = [b["low"] for b in bins]
     widths = [b["high"] - b["low"] for b in bins]
     axes.bar(lows, [b["accuracy"] for b in bins], width=widths, align="edge", color=PALETTE[0], alpha=0.8, edgecolor="white", linewidth=0.6)
-    axes.bar(lows, [0.2 * b["n"] / largest for b in bins], width=widths, align="edge", color=MUTED, alpha=0.5, edgecolor="white", linewidth=0.6)
+    axes.bar(lows, [0.2 * b["n"] / largest for b in bins], width=widths, align="edge", color=MUTED, alpha=0.35, edgecolor="white", linewidth=0.6)
     axes.plot([b["confidence"] for b in bins], [b["accuracy"] for b in bins], "o", color=INK, markersize=2.5)
     axes.text(0.03, 0.96, f"ECE {ece:.3f}", transform=axes.transAxes, va="top", fontsize=8.5, color=INK)
     return _svg(figure, "reliability")
