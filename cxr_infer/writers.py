@@ -1,6 +1,6 @@
 """Result writers: one row per input, in input order, flushed as it goes.
 
-CSV and JSON Lines are built-in plugins registered through ``register_writers``; a third-party
+CSV, JSON Lines and Parquet are built-in plugins registered through ``register_writers``; a third-party
 writer (FHIR, a database) registers the same way.
 """
 
@@ -82,10 +82,62 @@ class JsonLinesWriter:
         self._handle.close()
 
 
+class ParquetWriter:
+    """Apache Parquet, for archives too large for a spreadsheet (pyarrow: ``pip install 'cxr-toolkit[ray]'``).
+
+    The CSV's columns and ``extra``: probabilities and the gate score as nullable doubles (empty:
+    null), the rest as text, written as the CSV writes it (unencodable values as their text, a
+    name that is not valid UTF-8 with ``\\udcXX`` escapes). Rows go out in row groups of
+    :attr:`ROW_GROUP`, so a crash loses at most the last group.
+    """
+
+    ROW_GROUP = 10_000
+
+    def __init__(self, path: Path, columns: Sequence[str]):
+        try:
+            import pyarrow as pa
+            import pyarrow.parquet as pq
+        except ImportError as error:
+            raise RuntimeError(f"--format parquet needs pyarrow ({error}): pip install 'cxr-toolkit[ray]'") from error
+        self._pa, self._columns = pa, list(columns)
+        fields = [(name, pa.float64() if is_number_column(name) else pa.string()) for name in [*self._columns, "extra"]]
+        self._schema = pa.schema(fields)
+        self._writer = pq.ParquetWriter(path, self._schema)
+        self._rows: list[dict[str, Any]] = []
+
+    def write(self, row: dict[str, Any]) -> None:
+        extra = {key: value for key, value in row.items() if key not in self._columns}
+        self._rows.append({**row, "extra": json.dumps(extra, sort_keys=True, default=str) if extra else ""})
+        if len(self._rows) >= self.ROW_GROUP:
+            self._flush()
+
+    def close(self) -> None:
+        self._flush()
+        self._writer.close()
+
+    def _flush(self) -> None:
+        if self._rows:
+            cells = {name: [_parquet_cell(row.get(name, ""), is_number_column(name)) for row in self._rows] for name in self._schema.names}
+            self._writer.write_table(self._pa.Table.from_pydict(cells, schema=self._schema))
+            self._rows = []
+
+
+def is_number_column(name: str) -> bool:
+    """The numeric columns of :func:`cxr_infer.results.columns`: probabilities and the gate score."""
+    return name.startswith("prob_") or name == "gate_score"
+
+
+def _parquet_cell(value: Any, number: bool) -> Any:
+    if number:
+        return None if value == "" else float(value)
+    return str(value).encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 @hookimpl
 def register_writers(register):
     register("csv", CsvWriter, extension=".csv")
     register("jsonl", JsonLinesWriter, extension=".jsonl")
+    register("parquet", ParquetWriter, extension=".parquet")
 
 
 def available_writers() -> dict[str, Writer]:

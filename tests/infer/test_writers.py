@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from cxr_infer.writers import available_writers
 
@@ -28,3 +29,21 @@ def test_csv_and_jsonl_write_unencodable_fields_as_text(tmp_path):
         else:
             extra = json.loads(path.read_text())
         assert extra["report"] == "/tmp/a.sr.dcm" and extra["score"] == "0.5"
+
+
+def test_parquet_keeps_the_csv_columns_with_numbers_as_doubles(tmp_path):
+    pq = pytest.importorskip("pyarrow.parquet", reason="pyarrow comes with the [ray] extra")
+    columns = ["path", "label", "prob_covid", "gate", "gate_score", "heatmap", "error"]
+    rows = [
+        {"path": "a.png", "label": "covid", "prob_covid": 0.25, "gate": "pass", "gate_score": 1.0, "heatmap": "", "error": "", **EXTRA},
+        {"path": "b\udcff.png", "label": "", "prob_covid": "", "gate": "", "gate_score": "", "heatmap": "", "error": "missing: no such file"},
+    ]
+    writer = available_writers()["parquet"].factory(tmp_path / "rows.parquet", columns)
+    for row in rows:
+        writer.write(row)
+    writer.close()
+    table = pq.read_table(tmp_path / "rows.parquet").to_pylist()
+    assert [list(row) for row in table] == [[*columns, "extra"]] * 2
+    assert table[0]["prob_covid"] == 0.25 and table[1]["prob_covid"] is None and table[1]["gate_score"] is None
+    assert table[1]["path"] == "b\\udcff.png" and table[1]["error"] == "missing: no such file"
+    assert json.loads(table[0]["extra"]) == {"report": "/tmp/a.sr.dcm", "score": "0.5"} and table[1]["extra"] == ""

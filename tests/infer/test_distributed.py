@@ -1,0 +1,79 @@
+"""``cxr-infer --engine ray`` on a local Ray (2 CPUs) writes the rows the plain command writes.
+
+The inputs: a labelled folder of 60 real radiographs (20 per class) with a truncated JPEG, a
+text file named ``.png``, a ``.txt`` and a hidden file among them, two files of the same name
+from two folders (their overlays must be ``img.jpg`` and ``img-2.jpg`` in both runs) and a
+path that does not exist. Labels, errors, skip reasons, gate verdicts and overlay names must be
+the same text; probabilities the same to 1e-6 (both are rounded to 6 digits; the batches are the
+same, so they normally agree exactly).
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from cxr_infer.cli import main
+
+ray = pytest.importorskip("ray", reason="the [ray] extra is not installed")
+PER_CLASS = 20
+CLASSES = ("covid", "normal", "pneumonia")
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING")
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory, shared_data) -> list[str]:
+    root = tmp_path_factory.mktemp("ray-inputs")
+    for name in CLASSES:
+        (root / "cases" / name).mkdir(parents=True)
+        for source in sorted((shared_data / "cxr3-external" / name).iterdir())[:PER_CLASS]:
+            (root / "cases" / name / source.name).symlink_to(source)
+    jpeg = next((shared_data / "cxr3-external" / "covid").iterdir()).read_bytes()
+    (root / "cases" / "covid" / "truncated.jpg").write_bytes(jpeg[: len(jpeg) // 3])
+    (root / "cases" / "normal" / "text.png").write_bytes(b"not an image\n" * 20)
+    (root / "cases" / "notes.txt").write_text("skipped: unsupported type\n")
+    (root / "cases" / ".hidden.jpg").write_bytes(jpeg)
+    for folder in ("a", "b"):
+        (root / folder).mkdir()
+        (root / folder / "img.jpg").write_bytes(jpeg)
+    return [str(root / "cases"), str(root / "a" / "img.jpg"), str(root / "b" / "img.jpg"), str(root / "missing.png")]
+
+
+def classify(inputs: list[str], out: Path, *engine: str) -> list[dict[str, str]]:
+    args = [*inputs, "--model", "simplecnn", "--explain", "--out", str(out), "--quiet", "--threads", "2", *engine]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 1, result.output  # some inputs failed, by design
+    with open(out / "results.csv", newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    for row in rows:
+        row["heatmap"] = os.path.relpath(row["heatmap"], out) if row["heatmap"] else ""
+    return rows
+
+
+@pytest.mark.data
+@pytest.mark.ray
+def test_ray_engine_writes_the_rows_of_the_plain_command(local_ray, inputs, tmp_path) -> None:
+    plain = classify(inputs, tmp_path / "plain")
+    on_ray = classify(inputs, tmp_path / "ray", "--engine", "ray")
+    assert len(plain) == 3 * PER_CLASS + 7
+    assert [row["path"] for row in on_ray] == [row["path"] for row in plain]
+    probabilities = [f"prob_{name}" for name in CLASSES]
+    for mine, theirs in zip(on_ray, plain):
+        assert {k: v for k, v in mine.items() if k not in probabilities} == {k: v for k, v in theirs.items() if k not in probabilities}
+        for column in probabilities:
+            assert (mine[column] == theirs[column] == "") or float(mine[column]) == pytest.approx(float(theirs[column]), abs=1e-6)
+    errors = [row["error"].split(":")[0] for row in plain if row["error"]]
+    assert sorted(errors) == ["missing", "not-an-image", "skipped", "skipped", "truncated"]
+    assert {row["heatmap"] for row in plain if row["path"].endswith("img.jpg")} == {"heatmaps/img.jpg", "heatmaps/img-2.jpg"}
+    for row in on_ray:
+        assert not row["heatmap"] or (tmp_path / "ray" / row["heatmap"]).is_file()
