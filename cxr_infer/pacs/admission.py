@@ -7,20 +7,30 @@
 - **How many.** Beyond ``--max-associations`` a new connection waits in the listen backlog
   until one ends, instead of being rejected: a PACS that opens 50 associations at once gets 50
   successes, and CPU stays bounded by the worker processes anyway.
+- **TLS.** The handshake runs in the connection's own thread, within
+  :data:`TLS_HANDSHAKE_TIMEOUT_S`, not in the accept loop (pynetdicom's place for it), where a
+  caller that connects and never says hello stalled every other caller. A failed handshake (no
+  client certificate, one the CA did not sign, plain DICOM on the TLS port) is logged with its
+  reason like any refused association.
 """
 
 from __future__ import annotations
 
+import logging
 import socket
+import ssl
 import threading
 from dataclasses import dataclass, field
 
 from pynetdicom.transport import RequestHandler, ThreadedAssociationServer
 
+from cxr_infer.pacs.logs import log_event
+
 REJECTED_PERMANENT, SOURCE_SERVICE_USER = 0x01, 0x01
 CALLING_AET_NOT_RECOGNISED, CALLED_AET_NOT_RECOGNISED = 0x03, 0x07
 BACKLOG = 256  # connections waiting for a free association slot
 WAIT_POLL_S = 0.1
+TLS_HANDSHAKE_TIMEOUT_S = 30.0
 
 
 @dataclass(frozen=True)
@@ -102,12 +112,48 @@ class QueueingServer(ThreadedAssociationServer):
                 return
         super().process_request(request, client_address)
 
+    def get_request(self) -> tuple[socket.socket, tuple[str, int]]:
+        """Accept only; the TLS handshake waits for the connection's thread (:meth:`_handshake`)."""
+        return self.socket.accept()
+
     def process_request_thread(self, request, client_address) -> None:
         try:
-            super().process_request_thread(request, client_address)
+            if self.ssl_context is not None:
+                request = self._handshake(request, client_address)
+            if request is not None:
+                super().process_request_thread(request, client_address)
         finally:
             self._slots.release()
+
+    def _handshake(self, connection: socket.socket, client_address) -> ssl.SSLSocket | None:
+        """The server side of the TLS handshake, bounded in time; None (logged, closed) when it fails."""
+        connection.settimeout(TLS_HANDSHAKE_TIMEOUT_S)
+        try:
+            secured = self.ssl_context.wrap_socket(connection, server_side=True)
+        except (OSError, ValueError) as error:
+            connection.close()
+            log_event(logging.WARNING, "association_rejected", host=client_address[0], reason=f"TLS handshake failed: {_tls_failure(error)}")
+            return None
+        secured.settimeout(None)
+        return secured
 
     def shutdown(self) -> None:
         self._stopping.set()
         super().shutdown()
+
+
+_TLS_REASONS = {  # OpenSSL's reason codes a caller's mistake gives, in words
+    "PEER_DID_NOT_RETURN_A_CERTIFICATE": "no client certificate (--tls-ca requires one)",
+    "WRONG_VERSION_NUMBER": "the caller did not speak TLS (plain DICOM on the TLS port?)",
+    "UNEXPECTED_EOF_WHILE_READING": "the caller closed the connection during the handshake",
+}
+
+
+def _tls_failure(error: Exception) -> str:
+    """Why a handshake failed, in words: the certificate check's verdict, or OpenSSL's reason."""
+    if isinstance(error, ssl.SSLCertVerificationError):
+        return f"client certificate not accepted ({error.verify_message})"
+    if isinstance(error, TimeoutError):
+        return f"no handshake within {TLS_HANDSHAKE_TIMEOUT_S:g} s"
+    reason = getattr(error, "reason", None)
+    return f"{_TLS_REASONS[reason]} ({reason})" if reason in _TLS_REASONS else str(reason or error)

@@ -1,6 +1,9 @@
 """serve-dicom under faults and abuse: a worker dying on one input charges only that input, workers
 die with the listener, a full or unwritable spool loses nothing, only allowed callers get in,
-50 associations at once are queued rather than rejected, malformed UIDs are refused.
+50 associations at once (50 dcmtk storescu processes) are queued rather than rejected and each
+input is classified once, malformed UIDs are refused, TLS takes only callers with a certificate
+of the configured CA (dcmtk storescu +tls) and logs every refusal, and a caller that never
+finishes its TLS handshake holds up no one.
 
 Everything runs on generated images; no data set and no PACS are needed.
 """
@@ -8,21 +11,24 @@ Everything runs on generated images; no data set and no PACS are needed.
 from __future__ import annotations
 
 import errno
+import logging
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
 import time
 from concurrent.futures import Future
 from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
 
 import pydicom
 import pytest
-from pacs_support import encoded, send_datasets, synthetic_radiograph
+from pacs_support import dcmtk_storescu, encoded, send_datasets, synthetic_radiograph
 from pynetdicom import AE
 from pynetdicom.sop_class import Verification
 
@@ -241,3 +247,103 @@ def test_tls_with_dcmtk(tmp_path):
         server.stop()
     assert over_tls.returncode == 0, over_tls.stderr
     assert plain.returncode != 0
+
+
+def _storescu_or_skip() -> str:
+    storescu = dcmtk_storescu()
+    if storescu is None:
+        pytest.skip("dcmtk storescu not installed (Debian package dcmtk; .ci/run installs it where apt works)")
+    return storescu
+
+
+def test_fifty_dcmtk_storescu_at_once_are_all_stored_and_classified_once(tmp_path, tiny_model_path, caplog):
+    storescu = _storescu_or_skip()
+    caplog.set_level(logging.INFO, logger="cxr_infer.pacs")
+    (tmp_path / "send").mkdir()
+    uids = []
+    for number in range(50):
+        ds = synthetic_radiograph(64)
+        ds.save_as(tmp_path / "send" / f"{number}.dcm", enforce_file_format=True)
+        uids.append(ds.SOPInstanceUID)
+    server = listener(tmp_path, str(tiny_model_path), workers=1)  # the default limit, 32: 18 callers wait their turn
+    server.start()
+    try:
+        started = time.monotonic()
+        senders = [
+            subprocess.Popen(
+                [storescu, "-aet", f"SCU{number}", "-aec", AET, "-to", "300", "-ta", "300", "-td", "300", "127.0.0.1", str(server.port), str(tmp_path / "send" / f"{number}.dcm")],
+                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            )  # fmt: skip
+            for number in range(50)
+        ]
+        outputs = [sender.communicate(timeout=600)[0] for sender in senders]
+        sent_s = time.monotonic() - started
+        assert server.wait_idle(300)
+    finally:
+        server.stop()
+    print(f"50 storescu associations: all sent in {sent_s:.1f} s, classified in {time.monotonic() - started:.1f} s")
+    assert [sender.returncode for sender in senders] == [0] * 50, [out for out in outputs if out][:3]
+    assert pacs_events(caplog, "association_rejected") == []
+    assert sorted(event["sop_instance_uid"] for event in pacs_events(caplog, "received")) == sorted(uids)
+    assert sorted(event["sop_instance_uid"] for event in pacs_events(caplog, "classified")) == sorted(uids)  # each once
+    assert len(server.spool.results()) == 100 and server.spool.incoming() == [] and list(server.spool.failed_dir.iterdir()) == []
+
+
+@dataclass(frozen=True)
+class _Pki:
+    """A test CA, a server and a client certificate it signed, and a self-signed client one."""
+
+    ca: Path
+    server: tuple[Path, Path]  # (key, certificate)
+    client: tuple[Path, Path]
+    stranger: tuple[Path, Path]
+
+
+def _make_pki(folder: Path) -> _Pki:
+    folder.mkdir()
+
+    def openssl(*arguments) -> None:
+        subprocess.run(["openssl", *map(str, arguments)], check=True, capture_output=True, timeout=60, cwd=folder)
+
+    def signed(name: str, subject: str) -> tuple[Path, Path]:
+        openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{name}.key", "-out", f"{name}.csr", "-subj", subject)
+        openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-days", "1", "-out", f"{name}.pem")
+        return folder / f"{name}.key", folder / f"{name}.pem"
+
+    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem", "-days", "1", "-subj", "/CN=cxr test CA")
+    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "stranger.key", "-out", "stranger.pem", "-days", "1", "-subj", "/CN=stranger")
+    return _Pki(folder / "ca.pem", signed("server", "/CN=localhost"), signed("client", "/CN=GOODSCU"), (folder / "stranger.key", folder / "stranger.pem"))
+
+
+def test_tls_with_client_certificates_through_dcmtk_storescu(tmp_path, caplog):
+    storescu = _storescu_or_skip()
+    if shutil.which("openssl") is None:
+        pytest.skip("needs the openssl command to make the test certificates")
+    pki = _make_pki(tmp_path / "pki")
+    caplog.set_level(logging.INFO, logger="cxr_infer.pacs")
+    lateral = synthetic_radiograph(32, view="LL")  # acknowledged and ignored: no model needed
+    lateral.save_as(tmp_path / "lateral.dcm", enforce_file_format=True)
+    server = listener(tmp_path, tls_cert=pki.server[1], tls_key=pki.server[0], tls_ca=pki.ca)
+    server.start()
+
+    def send(*tls: str | Path) -> subprocess.CompletedProcess:
+        command = [storescu, *map(str, tls), "-aec", AET, "-to", "60", "-ta", "60", "127.0.0.1", str(server.port), str(tmp_path / "lateral.dcm")]
+        return subprocess.run(command, capture_output=True, text=True, timeout=120)
+
+    try:
+        idle = socket.create_connection(("127.0.0.1", server.port))  # connects, never says hello
+        accepted = send("+tls", *pki.client, "+cf", pki.ca)
+        idle.close()
+        without_certificate = send("+tla", "+cf", pki.ca)
+        untrusted = send("+tls", *pki.stranger, "+cf", pki.ca)
+        plain = send()
+    finally:
+        server.stop()
+    assert accepted.returncode == 0, accepted.stdout + accepted.stderr
+    assert [event["reason"] for event in pacs_events(caplog, "ignored")] == ["view position LL is not frontal (PA/AP)"]
+    assert without_certificate.returncode != 0 and untrusted.returncode != 0 and plain.returncode != 0
+    reasons = [event["reason"] for event in pacs_events(caplog, "association_rejected")]
+    assert len(reasons) == 4 and all(reason.startswith("TLS handshake failed") for reason in reasons), reasons
+    said = " | ".join(reasons).replace("self signed", "self-signed")
+    for why in ("closed the connection", "no client certificate", "self-signed certificate", "did not speak TLS"):  # the idle caller once it gave up, then the three refused
+        assert why in said, reasons
