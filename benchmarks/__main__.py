@@ -121,6 +121,23 @@ def report_page_command(model, images, batch, threads, repeats, loads, out) -> N
     click.echo(report.render(out))
 
 
+@main.command("scale-out")
+@click.option("--model", default="resnet50", show_default=True, help="Bundled model (or .onnx file).")
+@click.option("--images", type=click.IntRange(2), default=240, show_default=True, help="Radiographs of cxr3-external per run.")
+@click.option("--threads", type=click.IntRange(1), default=2, show_default=True, help="Cores: the plain run's --threads and the local Ray's CPUs.")
+@click.option("--batch-size", type=click.IntRange(1), default=16, show_default=True)
+@click.option("--repeats", type=click.IntRange(1), default=2, show_default=True)
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=HERE, show_default=True)
+def scale_out_command(model, images, threads, batch_size, repeats, out) -> None:
+    """cxr-infer --engine ray on a local Ray against the plain command: images/s end to end and
+    once running; writes results-scale-out.json (needs the [ray] extra)."""
+    from benchmarks.scale_out import run_scale_out, table
+
+    path = run_scale_out(model, images, threads, batch_size, repeats, out)
+    click.echo(f"scale-out: {path}", err=True)
+    click.echo(table(path))
+
+
 @main.command("report")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=HERE, show_default=True)
 def report_command(out) -> None:
