@@ -9,16 +9,15 @@ from __future__ import annotations
 import csv
 import json
 import os
-import struct
 import subprocess
 import sys
-import zlib
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from hostile_corpus import png_declaring
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
 
@@ -34,16 +33,6 @@ CLI = [sys.executable, "-c", "from cxr_infer.cli import main; main()"]
 def gradient_png(path: Path, size: int = 64) -> Path:
     cv2.imwrite(str(path), (np.add.outer(np.arange(size), np.arange(size)) * (255 // (2 * size - 2))).astype(np.uint8))
     return path
-
-
-def png_declaring(width: int, height: int) -> bytes:
-    """A complete, tiny PNG whose header declares ``width`` x ``height`` (a decompression bomb)."""
-
-    def chunk(kind: bytes, body: bytes) -> bytes:
-        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
-
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
 
 
 def small_dicom(rows: int = 32, columns: int = 32, pixels: bool = True, **attributes) -> Dataset:
