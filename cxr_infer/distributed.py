@@ -12,6 +12,9 @@ engines write the same rows.
 
 Paths are read by the actors: on a cluster, inputs, ``--out`` and ``--model`` must be on storage
 every node sees at the same path (relative paths are taken from the driver's working folder).
+An input that is a URI (``s3://``, ``gs://``, ``hdfs://``, ``file://``: what ``pyarrow.fs``
+opens, with the cluster's credentials) is copied to the actor's temporary folder and classified
+there; its row names the URI, and one that cannot be fetched gets a ``missing``/``unreadable`` row.
 Ray is imported only when the engine runs (``pip install 'cxr-toolkit[ray]'``); torch never.
 """
 
@@ -20,20 +23,28 @@ from __future__ import annotations
 import contextlib
 import os
 import pickle
+import re
+import shutil
+import tempfile
 from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from itertools import islice
-from pathlib import PurePath
+from pathlib import Path, PurePath
 from typing import Any
 
 import numpy as np
 
+from cxr_infer import errors
 from cxr_infer.api import Classifier, Prediction
 from cxr_infer.cli import OverlayNames, RunOptions, UsageFailure, local_results
+from cxr_infer.errors import error_text
 from cxr_infer.inputs import Input
 
 DEFAULT_ACTOR_THREADS = 4  # per CPU actor: several small sessions scale better than one wide one
 BLOCK_INPUTS = 512  # inputs per Ray block: the unit an actor takes at a time
+FETCH_THREADS = 16  # URI downloads at once per actor (waiting on storage, not on the CPU)
+URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 
 Result = tuple[Input, Prediction, dict[str, Any]]
 
@@ -104,9 +115,58 @@ class Worker:
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         items = [pickle.loads(blob) for blob in batch["input"]]
-        results = [(item, replace(prediction, heatmap=None), fields)  # the overlay is written; the map stays here
-                   for item, prediction, fields in local_results(self.classifier, self.options, items)]
+        with tempfile.TemporaryDirectory(prefix="cxr-fetched-") as folder:
+            local, remote = fetched(items, Path(folder))
+            results = [restored(result, remote) for result in local_results(self.classifier, self.options, local)]
         return {"result": np.array([pickle.dumps(result) for result in results], dtype=object)}
+
+
+@dataclass(frozen=True)
+class Remote:
+    """A URI input as listed, and why it could not be fetched (``None``: it was)."""
+
+    item: Input
+    error: str | None = None
+
+
+def fetched(items: list[Input], folder: Path) -> tuple[list[Input], dict[str, Remote]]:
+    """The inputs with each URI's file copied into ``folder`` (the local copy in its place), and
+    the URI input of each local copy."""
+    copies = {i: folder / f"{i}{PurePath(item.path).suffix}" for i, item in enumerate(items)
+              if item.skipped is None and URI.match(item.path)}
+    with ThreadPoolExecutor(FETCH_THREADS) as pool:
+        failures = dict(zip(copies, pool.map(lambda i: fetch(items[i].path, copies[i]), copies)))
+    local = [replace(item, path=str(copies[i])) if i in copies else item for i, item in enumerate(items)]
+    return local, {str(copies[i]): Remote(items[i], failures[i]) for i in copies}
+
+
+def fetch(uri: str, path: Path) -> str | None:
+    """Copy ``uri`` to ``path``; the error row's text when that fails."""
+    from pyarrow import fs
+
+    try:
+        filesystem, where = fs.FileSystem.from_uri(uri)
+        with filesystem.open_input_stream(where) as source, open(path, "wb") as target:
+            shutil.copyfileobj(source, target)
+    except FileNotFoundError as error:
+        path.unlink(missing_ok=True)
+        return error_text(errors.MISSING, f"{uri}: {error}")
+    except Exception as error:  # no such scheme, no credentials, a network failure: this input's row says so
+        path.unlink(missing_ok=True)
+        return error_text(errors.UNREADABLE, f"{uri}: {type(error).__name__}: {error}")
+    return None
+
+
+def restored(result: Result, remote: dict[str, Remote]) -> Result:
+    """A local copy's result as the URI's: its input, its name in the row and in any error."""
+    item, prediction, fields = result
+    origin = remote.get(item.path)
+    if origin is None:
+        return item, replace(prediction, heatmap=None), fields  # the overlay is written; the map stays here
+    if origin.error is not None:
+        return origin.item, Prediction(origin.item.path, None, {}, error=origin.error), {}
+    error = prediction.error and prediction.error.replace(item.path, origin.item.path)
+    return origin.item, replace(prediction, source=origin.item.path, error=error, heatmap=None), fields
 
 
 def listing(ray: Any, inputs: Iterable[Input], suffix: str) -> Any:

@@ -49,9 +49,9 @@ def inputs(tmp_path_factory, shared_data) -> list[str]:
     return [str(root / "cases"), str(root / "a" / "img.jpg"), str(root / "b" / "img.jpg"), str(root / "missing.png")]
 
 
-def classify(inputs: list[str], out: Path, *engine: str) -> list[dict[str, str]]:
+def classify(inputs: list[str], out: Path, *engine: str, stdin: str | None = None) -> list[dict[str, str]]:
     args = [*inputs, "--model", "simplecnn", "--explain", "--out", str(out), "--quiet", "--threads", "2", *engine]
-    result = CliRunner().invoke(main, args)
+    result = CliRunner().invoke(main, args, input=stdin)
     assert result.exit_code == 1, result.output  # some inputs failed, by design
     with open(out / "results.csv", newline="", encoding="utf-8") as handle:
         rows = list(csv.DictReader(handle))
@@ -77,3 +77,17 @@ def test_ray_engine_writes_the_rows_of_the_plain_command(local_ray, inputs, tmp_
     assert {row["heatmap"] for row in plain if row["path"].endswith("img.jpg")} == {"heatmaps/img.jpg", "heatmaps/img-2.jpg"}
     for row in on_ray:
         assert not row["heatmap"] or (tmp_path / "ray" / row["heatmap"]).is_file()
+
+
+@pytest.mark.data
+@pytest.mark.ray
+def test_ray_engine_reads_a_manifest_of_uris(local_ray, inputs, tmp_path) -> None:
+    images = sorted(str(path) for path in (Path(inputs[0]) / "pneumonia").iterdir())[:2]
+    uris = [Path(image).resolve().as_uri() for image in images] + [(tmp_path / "gone.jpg").as_uri()]
+    plain = classify([*images, str(tmp_path / "gone.jpg")], tmp_path / "plain")
+    on_ray = classify(["-"], tmp_path / "ray", "--engine", "ray", stdin="\n".join(uris) + "\n")
+    assert [row["path"] for row in on_ray] == uris
+    for mine, theirs in zip(on_ray[:2], plain[:2]):
+        assert mine["label"] == theirs["label"] and mine["prob_covid"] == theirs["prob_covid"] and mine["error"] == ""
+        assert (tmp_path / "ray" / mine["heatmap"]).is_file()
+    assert on_ray[2]["error"].startswith(f"missing: {uris[2]}: ") and on_ray[2]["label"] == ""
