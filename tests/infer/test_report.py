@@ -13,8 +13,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from click.testing import CliRunner
 
 from cxr_infer import __version__
+from cxr_infer.cli import main
 from cxr_infer.report.page import relative_url
 from cxr_infer.report.thumbnails import SIDE, thumbnail
 from report_support import CLASSES, make_labelled_folder, results, run_json, run_report
@@ -108,10 +110,6 @@ def test_run_json_and_metrics_json_name_the_model_and_toolkit(report_run, tiny_m
 def test_without_report_run_json_is_written_but_no_page(tmp_path, tiny_model_path):
     images = make_labelled_folder(tmp_path / "images")
     out = tmp_path / "out"
-    from click.testing import CliRunner
-
-    from cxr_infer.cli import main
-
     result = CliRunner().invoke(main, [str(images / "covid"), "--model", str(tiny_model_path), "--gate", "off", "--out", str(out), "-q"])
     assert result.exit_code == 0, result.output
     assert run_json(out)["files"] == {"results": "results.csv", "metrics": None, "report": None}
@@ -140,3 +138,14 @@ def test_relative_urls_encode_any_file_name(tmp_path):
     url = relative_url(tmp_path / "out" / "heatmaps" / name, tmp_path / "out")
     assert url == "heatmaps/a%20b%23c%3Fd%25e-%FF.png"
     assert relative_url(tmp_path / "in" / "x.png", tmp_path / "out") == "../in/x.png"
+
+
+def test_without_explain_the_page_shows_thumbnails_and_no_overlay_column(tmp_path, tiny_model_path):
+    images = make_labelled_folder(tmp_path / "images")
+    out = tmp_path / "out"
+    result = CliRunner().invoke(main, [str(images / "covid"), "--model", str(tiny_model_path), "--gate", "off", "--report", "--out", str(out), "-q"])
+    assert result.exit_code == 0, result.output
+    html = (out / "report.html").read_text(encoding="utf-8")
+    page = Page(html)
+    assert len(page.rows) == 4 and len(page.images) == 4 and all(src.startswith("thumbnails/") for src in page.images)
+    assert "Grad-CAM" not in html and page.svgs == 0  # no overlays, no labels: no plots
