@@ -4,7 +4,8 @@ The pixel limit is enforced on the declared size, so a decompression bomb (a few
 declaring 15000 x 15000 pixels) never reaches a decoder, whatever the format: the raster formats
 Pillow can size from their header (PNG, JPEG, BMP, TIFF, WebP, PNM, ...), the ones only OpenCV
 decodes (Radiance HDR, PFM: sized here), and DICOM (Rows x Columns x NumberOfFrames). A file
-the raster reader would hand to OpenCV but whose size no header tells is refused.
+the raster reader would hand to OpenCV but whose size no header tells is refused, and so is
+one of a format Pillow knows but OpenCV does not decode (ICO, TGA, ...): unsupported, not corrupt.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ _MAGIC = (
     (b"II*\x00", "TIFF"),
     (b"MM\x00*", "TIFF"),
 )
+DECODED_FORMATS = ("PNG", "JPEG", "MPO", "BMP", "DIB", "TIFF", "WEBP", "JPEG2000", "GIF", "PPM", "SUN", "Radiance HDR", "PFM")  # OpenCV decodes these
 _HDR_SIZE = re.compile(rb"^[-+]([XY]) (\d+) [-+]([XY]) (\d+)$")
 _HEADER_BYTES = 65536
 
@@ -202,5 +204,7 @@ def check_declared_size(path: Path, reader: str, max_pixels: int) -> None:
             if cut:
                 raise ReadError(cut, errors.TRUNCATED)
             raise ReadError("not a recognised image (no PNG, JPEG, BMP, TIFF, WebP or other known image header)", errors.NOT_AN_IMAGE)
+        if size is not None and reader == "raster" and size.format not in DECODED_FORMATS:
+            raise ReadError(f"{size.format} images are not read (a known format, but not one of PNG, JPEG, BMP, TIFF, WebP, JPEG 2000, PNM)", errors.UNSUPPORTED)
     if size is not None and size.pixels > max_pixels:
         raise ReadError(f"{size.describe()} exceeds the {max_pixels:,}-pixel limit (--max-pixels)", errors.TOO_LARGE)

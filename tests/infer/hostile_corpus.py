@@ -295,6 +295,8 @@ def _valid_rasters(corpus: Corpus) -> None:
         "lossy.webp": encode(rgb, ".webp"),
         "radiance-hdr-content.png": encode(np.dstack([gradient(dtype=np.float32)] * 3), ".hdr"),
         "pfm-content.png": encode(gradient(dtype=np.float32), ".pfm"),
+        "pgm-content.png": b"P5\n48 48\n255\n" + gradient().tobytes(),
+        "jpeg2000-content.jpg": encode(gradient(), ".jp2"),
     }
     for name, content in files.items():
         corpus.file(name, content)
@@ -302,6 +304,7 @@ def _valid_rasters(corpus: Corpus) -> None:
         exif = Image.Exif()
         exif[0x0112] = orientation
         corpus.file(f"exif-orientation-{orientation}.jpg", pil_bytes(Image.fromarray(gradient(48, 32)), "JPEG", exif=exif))
+    corpus.file("ico-content.png", pil_bytes(Image.fromarray(gradient()), "ICO"), Expected("unsupported", "ICO images are not read"))
     too_small = Expected("unsupported", "too small to classify")
     corpus.file("one-pixel.png", encode(np.full((1, 1), 128, np.uint8), ".png"), too_small)
     corpus.file("one-pixel.jpg", encode(np.full((1, 1), 128, np.uint8), ".jpg"), too_small)
@@ -394,6 +397,7 @@ def _bombs(corpus: Corpus) -> None:
         "bomb-radiance-content.png": (radiance(15000, 15000, bytes(64)), too_large),
         "bomb-pfm-content.png": (pfm(20000, 20000, bytes(64)), bomb),
         "bomb-pfm-content.jpg": (pfm(8000, 8000, bytes(64)), too_large),
+        "bomb-pgm-content.tif": (b"P5\n10000 10000\n255\n" + bytes(64), too_large),
     }
     for name, (content, expected) in files.items():
         corpus.file(name, content, expected)
