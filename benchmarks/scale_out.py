@@ -6,6 +6,10 @@ loading and, for Ray, starting the actor pool are inside the time. Every variant
 single image, and the marginal rate ``(N - 1) / (t_N - t_1)`` is the throughput once running:
 the figure a long archive run sees, where the fixed cost is spread over millions of images.
 The local Ray is started once (its start-up time is reported apart), as a cluster would be.
+
+The per-image cost of each step (reading the bytes, decoding, preprocessing, the model alone) is
+measured too: it says which of them limits a node of another shape (more cores, a GPU, network
+storage), which is what the README's "Scaling out" estimates rest on.
 """
 
 from __future__ import annotations
@@ -18,10 +22,19 @@ from typing import Any
 
 from click.testing import CliRunner
 
-from benchmarks.inputs import EXTERNAL, Labelled
+import numpy as np
+
+from benchmarks.inputs import DATA, EXTERNAL, Labelled
 from benchmarks.machine import describe, load_average
+from benchmarks.models import read_info
+from benchmarks.sessions import open_session
 from benchmarks.timing import Summary
+from cxr_infer.api import DECODE_MARGIN
+from cxr_infer.bundled import resolve_model
 from cxr_infer.cli import main as cxr_infer
+from cxr_infer.contract import INPUT, PROBS
+from cxr_infer.preprocess import preprocess
+from cxr_infer.readers import available_readers, read_image
 
 VARIANTS = {"plain": (), "ray": ("--engine", "ray")}
 
@@ -66,6 +79,9 @@ def run_scale_out(model: str, images: int, threads: int, batch: int, repeats: in
                     samples[name]["one"].append(seconds(single, Path(tmp) / f"{name}-one-{repeat}", model, threads, batch, engine))
     finally:
         ray.shutdown()
+    originals = tuple(sorted(p for folder in ("originals", "dicom") for p in (DATA / folder).iterdir()))
+    record["stage_ms"] = {"benchmark images": stage_ms(model, Labelled.discover(EXTERNAL).take(images).files, threads, batch),
+                          "originals": stage_ms(model, originals, threads, batch)}  # full-size files, as archives hold
     record["load_after"] = load_average()
     record["img_s"] = {name: summarise(times["all"], times["one"], images) for name, times in samples.items()}
     record["ray_vs_plain"] = {key: record["img_s"]["ray"][key]["median"] / record["img_s"]["plain"][key]["median"]
@@ -75,6 +91,36 @@ def run_scale_out(model: str, images: int, threads: int, batch: int, repeats: in
     path = out / "results-scale-out.json"
     path.write_text(json.dumps(record, indent=2) + "\n")
     return path
+
+
+def stage_ms(model: str, files: tuple[Path, ...], threads: int, batch: int) -> dict[str, float]:
+    """Milliseconds per image of each step, the file steps on one thread: reading the bytes (from
+    the page cache here, so a floor for network storage), decoding (reduced, as the classifier
+    decodes without ``--explain``), preprocessing; then the model
+    alone (``probs``) at ``threads`` threads and ``batch``. Also the mean file size, in MB."""
+    path = resolve_model(model)
+    spec, readers = read_info(path).preprocess, available_readers()
+    spent = {"read": 0.0, "decode": 0.0, "preprocess": 0.0}
+    tensors = []
+    for file in files:
+        start = time.perf_counter()
+        file.read_bytes()
+        read = time.perf_counter()
+        image = read_image(file, readers, min_side=DECODE_MARGIN * spec.size)  # as classifying without --explain
+        decoded = time.perf_counter()
+        tensors.append(preprocess(image, spec))
+        spent["read"] += read - start
+        spent["decode"] += decoded - read
+        spent["preprocess"] += time.perf_counter() - decoded
+    session, images = open_session(path, threads), np.stack(tensors)
+    session.run([PROBS], {INPUT: images[:batch]})  # warm-up
+    start = time.perf_counter()
+    for i in range(0, len(images), batch):
+        session.run([PROBS], {INPUT: images[i:i + batch]})
+    spent["model"] = time.perf_counter() - start
+    result = {step: 1000 * total / len(files) for step, total in spent.items()}
+    result["file_mb"] = sum(file.stat().st_size for file in files) / len(files) / 1e6
+    return result
 
 
 def summarise(all_s: list[float], one_s: list[float], images: int) -> dict[str, Any]:
@@ -93,6 +139,9 @@ def table(path: Path) -> str:
     for name, figures in record["img_s"].items():
         lines.append(f"| {name} | {figures['end_to_end']['median']:.1f} | {figures['marginal']['median']:.1f} | "
                      f"{figures['one_image_s']['median']:.1f} |")
+    for name, stages in record["stage_ms"].items():
+        lines.append(f"\nper image, {name} ({stages['file_mb']:.2f} MB on average): "
+                     + ", ".join(f"{step} {ms:.2f} ms" for step, ms in stages.items() if step != "file_mb"))
     ratio = record["ray_vs_plain"]
     lines.append(f"\nray / plain: end-to-end {ratio['end_to_end']:.2f}, marginal {ratio['marginal']:.2f}; "
                  f"local Ray start {record['ray_start_s']:.1f} s; load {record['load_before']} -> {record['load_after']}")
