@@ -9,8 +9,9 @@ interleaved with the bare session in every repeat:
 
 - *new defaults*: JPEGs decoded reduced where they are far larger than needed, overlays at a
   display size (long side 1024) as JPEG;
-- *old settings*: every file decoded at full size, full-size PNG overlays (zlib level 1), as
-  ``cxr-infer`` wrote them before issue 16.
+- *old settings*: every file decoded at full size, full-size PNG overlays (zlib level 1), and
+  onnxruntime threads that spin while idle, as ``cxr-infer`` ran before issue 16 (its own
+  sessions' threads now sleep: :func:`cxr_infer.session.open_session`).
 
 The evidence behind the ratios: the milliseconds each step adds per image on one thread, for
 both settings, and the image work (decode to encode) in two threads against two processes,
@@ -44,7 +45,7 @@ from cxr_infer.api import DECODE_MARGIN, Classifier
 from cxr_infer.bundled import resolve_model
 from cxr_infer.cli import RunOptions, run_classification
 from cxr_infer.contract import INPUT
-from cxr_infer.gate import inspect
+from cxr_infer.gate import GateModel, bundled_gate, inspect
 from cxr_infer.gradcam import upsample
 from cxr_infer.overlay import OverlayStyle, render_overlay, write_overlay
 from cxr_infer.preprocess import PreprocessSpec, preprocess
@@ -52,9 +53,10 @@ from cxr_infer.readers import available_readers, read_image
 from cxr_infer.session import read_contract
 
 BARE = "bare session"
+NEW, OLD = "pipeline, new defaults", "pipeline, old settings"
 SETTINGS = {  # variant -> overlay style; the command decodes for it (full size for long_side 0)
-    "pipeline, new defaults": OverlayStyle(),
-    "pipeline, old settings": OverlayStyle(long_side=0, format="png"),
+    NEW: OverlayStyle(),
+    OLD: OverlayStyle(long_side=0, format="png"),
 }
 TARGET = 0.9
 STAGES = ("decode", "gate checks", "preprocess", "heatmap", "overlay", "encode")
@@ -75,6 +77,12 @@ def pipeline(classifier: Classifier, folder: Path, out: Path, batch: int, style:
             return run_classification(classifier, options)
 
     return run
+
+
+def spinning(classifier: Classifier, threads: int) -> Classifier:
+    """The same model and the bundled gate with onnxruntime's default idle spinning (the old settings)."""
+    gate = GateModel(open_session(bundled_gate(), threads), bundled_gate())
+    return Classifier(open_session(classifier.info.path, threads), classifier.info, threads, classifier.gate, gate, "cpu")
 
 
 def image_work(path: Path, spec: PreprocessSpec, style: OverlayStyle, out: Path, seconds: dict[str, float]) -> None:
@@ -138,10 +146,11 @@ def measure(name: str, files: list[Path], batches: list[int], threads: int, repe
     readers = available_readers()
     images = np.stack([preprocess(read_image(p, readers), spec) for p in files])
     records = []
-    with Classifier.load(path, device="cpu", threads=threads) as classifier:
+    with Classifier.load(path, device="cpu", threads=threads) as classifier, spinning(classifier, threads) as old:
         for batch in batches:
             variants = {BARE: bare(session, images, batch)}
-            variants |= {v: pipeline(classifier, folder, tmp / name / v, batch, style) for v, style in SETTINGS.items()}
+            variants |= {v: pipeline(old if v == OLD else classifier, folder, tmp / name / v, batch, style)
+                         for v, style in SETTINGS.items()}
             samples = interleave(variants, len(images), repeats)
             records.append({
                 "model": name, "batch": batch, "images": len(images), "samples": samples,

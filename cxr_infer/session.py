@@ -63,6 +63,9 @@ def open_session(path: Path, device: str = "auto", threads: int | None = None) -
     quiet_onnxruntime(device)
     options = ort.SessionOptions()
     options.log_severity_level = ORT_ERROR
+    # Idle intra-op threads sleep instead of spinning: the workers that decode and write overlays
+    # run on the same cores between runs, and spinning threads took their CPU (benchmarks/folder.py).
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     if threads:
         options.intra_op_num_threads = threads
     try:
