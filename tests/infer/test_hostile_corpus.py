@@ -1,6 +1,7 @@
 """The whole hostile corpus (``hostile_corpus.py``, about 300 entries) through the real command,
 once: one row per entry, each with the outcome expected of it, exit code 1, no traceback, and
-a peak resident memory within 1.5 GB (the bombs are refused from their headers)."""
+a peak resident memory within 1.5 GB (the bombs are refused from their headers); and through
+the API, which must give each file the same kind of error."""
 
 from __future__ import annotations
 
@@ -14,7 +15,8 @@ from pathlib import Path
 
 from hostile_corpus import Expected, build
 
-from cxr_infer.errors import error_kind
+from cxr_infer.api import Classifier
+from cxr_infer.errors import OUTPUT, SKIPPED, error_kind
 from cxr_infer.writers import spreadsheet_safe
 
 MAX_RSS_BYTES = 1_500_000_000
@@ -56,6 +58,20 @@ def test_every_corpus_entry_gets_its_row_and_outcome(tmp_path, tiny_model_path):
     assert peak_bytes <= MAX_RSS_BYTES
     escaped = [path for path in tmp_path.rglob("*") if path.suffix == ".dcm" and "dicom-out" not in path.parts and "corpus" not in path.parts]
     assert escaped == []  # a SOP Instance UID holding '../' wrote nothing outside --dicom-out
+
+
+def test_the_api_gives_every_corpus_path_its_kind(tmp_path, tiny_model_path):
+    expected = {name: want for name, want in build(tmp_path / "corpus").items() if want.kind != SKIPPED}  # skipping is the folder walk's
+    paths = [os.path.join(os.fsencode(tmp_path / "corpus"), os.fsencode(name)) for name in expected]
+    with Classifier.load(tiny_model_path, threads=2, gate="off") as classifier:
+        predictions = classifier.predict([os.fsdecode(path) for path in paths])
+    wrong = {name: prediction.error for (name, want), prediction in zip(expected.items(), predictions) if not _api_agrees(want, prediction.error)}
+    assert wrong == {}
+
+
+def _api_agrees(want: Expected, error: str | None) -> bool:
+    kind = None if want.kind == OUTPUT else want.kind  # writing DICOM results is the command's step
+    return error_kind(error) == kind and (kind is None or want.reason in error)
 
 
 def _matches(want: Expected, row: dict | None) -> bool:
