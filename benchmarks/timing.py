@@ -3,6 +3,13 @@
 Variants run round-robin inside each repeat (with the starting variant rotated), so a burst of
 load from another process lands on all variants alike instead of biasing whichever ran during
 it. Ratios are taken per repeat (paired) and then summarized, which cancels most of that noise.
+
+Each timed block starts after one untimed call of its own variant. Without it, a block paid for
+its predecessor: onnxruntime's and PyTorch's idle worker threads keep spinning for a while after
+a run, and on a 2-core host they steal a core from the next variant. Rotation keeps the cyclic
+order, so the same variant always followed the same other one, and the bias was systematic: the
+explain file measured up to 1.6x slower than its own explain-plus-Grad-CAM runs when it followed
+another session and the Grad-CAM runs followed it (benchmarks/RESULTS.md of 2026-11-28).
 """
 
 from __future__ import annotations
@@ -38,6 +45,7 @@ def interleave(
     repeats: int,
     calls: int = 1,
     warmup: int = 1,
+    settle: int = 1,
 ) -> dict[str, list[float]]:
     """Time each variant ``calls`` times per repeat, round-robin; return work/s per repeat.
 
@@ -45,6 +53,7 @@ def interleave(
 
     ``warmup`` untimed calls per variant first absorb one-off costs (arena growth, lazy kernel
     selection, first-touch page faults) that a long-running service does not pay per image.
+    ``settle`` untimed calls precede every timed block (see the module docstring).
     """
     names = list(variants)
     for name in names:
@@ -54,6 +63,8 @@ def interleave(
     for repeat in range(repeats):
         shift = repeat % len(names)
         for name in names[shift:] + names[:shift]:
+            for _ in range(settle):
+                variants[name]()
             start = time.perf_counter()
             for _ in range(calls):
                 variants[name]()

@@ -139,7 +139,14 @@ def test_flop_count_from_the_profiler_matches_torch(tiny_checkpoint_path, tiny_p
 
 def test_interleave_rotates_the_order_and_samples_every_repeat():
     calls: list[str] = []
-    samples = interleave({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, 4, repeats=3, warmup=1)
+    samples = interleave({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, 4, repeats=3, warmup=1, settle=0)
     assert calls == ["a", "b", "a", "b", "b", "a", "a", "b"]
     assert {name: len(values) for name, values in samples.items()} == {"a": 3, "b": 3}
     assert all(np.isfinite(v) and v > 0 for values in samples.values() for v in values)
+
+
+def test_every_timed_block_starts_after_a_settling_call_of_its_own_variant():
+    """A block must not pay for its predecessor's still-spinning worker threads."""
+    calls: list[str] = []
+    interleave({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, 1, repeats=2, calls=2, warmup=0)
+    assert calls == ["a"] * 3 + ["b"] * 3 + ["b"] * 3 + ["a"] * 3
