@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -19,13 +20,13 @@ from click.testing import CliRunner
 
 from cxr_infer.cli import main
 
-ray = pytest.importorskip("ray", reason="the [ray] extra is not installed")
 PER_CLASS = 20
 CLASSES = ("covid", "normal", "pneumonia")
 
 
 @pytest.fixture(scope="module")
 def local_ray():
+    ray = pytest.importorskip("ray", reason="the [ray] extra is not installed")
     ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING")
     yield
     ray.shutdown()
@@ -91,3 +92,15 @@ def test_ray_engine_reads_a_manifest_of_uris(local_ray, inputs, tmp_path) -> Non
         assert mine["label"] == theirs["label"] and mine["prob_covid"] == theirs["prob_covid"] and mine["error"] == ""
         assert (tmp_path / "ray" / mine["heatmap"]).is_file()
     assert on_ray[2]["error"].startswith(f"missing: {uris[2]}: ") and on_ray[2]["label"] == ""
+
+
+def test_ray_engine_refusals_are_usage_errors(monkeypatch, tmp_path) -> None:
+    """Without Ray, and with --report (made by the plain command only): exit 2, saying why."""
+    image = Path(__file__).resolve().parents[2] / "exported" / "samples" / "covid_cxnet_1.jpg"
+    args = [str(image), "--model", "simplecnn", "--out", str(tmp_path), "--engine", "ray"]
+    refused = CliRunner().invoke(main, [*args, "--report"])
+    assert refused.exit_code == 2 and "--report is made by --engine local only" in refused.output
+    monkeypatch.setitem(sys.modules, "ray", None)  # as if the [ray] extra were not installed
+    missing = CliRunner().invoke(main, args)
+    assert missing.exit_code == 2 and "pip install 'cxr-toolkit[ray]'" in missing.output
+    assert not (tmp_path / "results.csv").exists()
