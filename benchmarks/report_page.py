@@ -42,9 +42,9 @@ FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-
 NAVIGATION = """const nav = performance.getEntriesByType('navigation')[0];
 const paint = performance.getEntriesByName('first-contentful-paint')[0];
 return {load_ms: nav.loadEventEnd, dom_ms: nav.domContentLoadedEventEnd, fcp_ms: paint ? paint.startTime : null,
-        rows: document.querySelectorAll('#rows tbody tr').length};"""
+        rows: document.querySelectorAll('#rows-body > .row').length};"""
 INTERACT = """const timed = (work) => { const t = performance.now(); work(); document.body.offsetHeight; return performance.now() - t; };
-const sort = timed(() => document.querySelector('th[data-sort=conf]').click());
+const sort = timed(() => document.querySelector('#rows [data-sort=conf]').click());
 const filter = timed(() => { const el = document.getElementById('f-label'); el.value = el.options[1].value; el.dispatchEvent(new Event('input')); });
 return {sort_ms: sort, filter_ms: filter};"""
 

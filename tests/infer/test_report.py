@@ -37,7 +37,7 @@ class Page(HTMLParser):
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         values = {name: value or "" for name, value in attrs}
-        if tag == "tr" and "data-i" in values:
+        if "data-i" in values:
             self.rows.append(values)
         if tag == "img":
             self.images.append(values["src"])

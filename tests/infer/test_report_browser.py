@@ -53,7 +53,7 @@ def browser(report) -> Iterator:
 
 def visible(driver) -> list[dict]:
     return driver.execute_script(
-        "return Array.from(document.querySelectorAll('#rows tbody tr')).filter(tr => !tr.hidden)"
+        "return Array.from(document.querySelectorAll('#rows-body > .row')).filter(tr => !tr.hidden)"
         ".map(tr => ({i: +tr.dataset.i, label: tr.dataset.label, conf: tr.dataset.conf, name: tr.dataset.name}))"
     )
 
@@ -89,7 +89,7 @@ def _loaded_images(driver) -> list[dict]:
             if (!img.complete) await new Promise((ok) => { img.addEventListener('load', ok); img.addEventListener('error', ok); });
           }
           window.scrollTo(0, 0);
-          done(imgs.map((img) => ({row: +img.closest('tr').dataset.i, width: img.naturalWidth})));
+          done(imgs.map((img) => ({row: +img.closest('.row').dataset.i, width: img.naturalWidth})));
         })();"""
     )
 
@@ -123,19 +123,19 @@ def test_sorts_by_probability_and_back_to_input_order(browser, report):
         browser.execute_script("arguments[0].click()", control)  # the control itself, not what lies at its centre
         return control
 
-    header = click("th[data-sort=conf]")  # the first click on a probability sorts the highest first
+    header = click("#rows [data-sort=conf]")  # the first click on a probability sorts the highest first
     order = [float(r["conf"]) if r["conf"] else None for r in visible(browser)]
     known = [p for p in order if p is not None]
     assert known == sorted(known, reverse=True) and order[: len(known)] == known  # rows without one last
     assert header.get_attribute("aria-sort") == "descending"
-    click("th[data-sort=conf]")
+    click("#rows [data-sort=conf]")
     known = [float(r["conf"]) for r in visible(browser) if r["conf"]]
     assert known == sorted(known) and header.get_attribute("aria-sort") == "ascending"
-    click("th button[data-sort=p2]")  # P(pneumonia), highest first
+    click("#rows button[data-sort=p2]")  # P(pneumonia), highest first
     pneumonia = [float(value.split(",")[2]) for value in browser.execute_script(
-        "return Array.from(document.querySelectorAll('#rows tbody tr')).map(tr => tr.dataset.p)") if value.split(",")[2]]
+        "return Array.from(document.querySelectorAll('#rows-body > .row')).map(tr => tr.dataset.p)") if value.split(",")[2]]
     assert pneumonia == sorted(pneumonia, reverse=True)
-    click("th[data-sort=i]")
+    click("#rows [data-sort=i]")
     assert [r["i"] for r in visible(browser)] == list(range(1, len(results(report)) + 1))
 
 
