@@ -30,7 +30,34 @@ from cxr_train.verify import load_model, run_session
 
 QUANTIZATION = "int8-qdq"
 CALIBRATION_BATCH = 8
+METHODS = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy, "percentile": CalibrationMethod.Percentile}
+METHOD_NAMES = {"minmax": "MinMax", "entropy": "Entropy", "percentile": "Percentile"}
 MAX_INTERMEDIATE_BATCHES = 4  # bounds calibration memory: ranges are merged every few batches
+
+
+@dataclasses.dataclass(frozen=True)
+class Int8Recipe:
+    """How a model is quantized; the default is what ``cxr-train export --int8`` ships.
+
+    ``reduce_range`` keeps weights in 7 bits: x86 CPUs without VNNI multiply u8 x s8 with
+    VPMADDUBSW, whose int16 pair sums saturate with full-range weights (that flipped 10 % of
+    SimpleCNN's answers on an AVX2 host), so a file meant for any CPU keeps it. ``float_stem``
+    leaves the first convolution in float: with one input channel its int8 GEMM has a depth of
+    k*k only, so quantizing it buys little speed for the largest rounding of the input.
+    """
+
+    per_channel: bool = True
+    reduce_range: bool = True
+    method: str = "minmax"
+    float_stem: bool = False
+
+    def describe(self) -> str:
+        """The recipe in words, as the metadata's quantization report records it."""
+        weights = f"{'per-channel' if self.per_channel else 'per-tensor'} int8 weights" + (
+            " in 7-bit range (reduce_range)" if self.reduce_range else " in full 8-bit range")
+        stem = "; first convolution float" if self.float_stem else ""
+        return (f"onnxruntime static, QDQ, {weights}, uint8 activations, {METHOD_NAMES[self.method]}; "
+                f"output and backward nodes float{stem}")
 
 
 class ImageBatches(CalibrationDataReader):
@@ -50,6 +77,12 @@ class ImageBatches(CalibrationDataReader):
 
     def rewind(self) -> None:
         self.position = 0
+
+
+def whole_batches(images: np.ndarray, batch: int = CALIBRATION_BATCH) -> np.ndarray:
+    """The images that fill whole batches: the histogram calibrators (Entropy, Percentile) stack
+    every batch's tensors into one array and fail on a shorter last batch."""
+    return images[: max(batch, len(images) - len(images) % batch)]
 
 
 def explain_only_nodes(model: onnx.ModelProto) -> list[str]:
@@ -82,12 +115,19 @@ def ancestors(model: onnx.ModelProto, outputs: list[str]) -> set[str]:
     return seen
 
 
-def float_nodes(model: onnx.ModelProto) -> list[str]:
-    """Nodes left unquantized: the backward pass and the classification head (:func:`head_nodes`)."""
-    return sorted(head_nodes(model) | set(explain_only_nodes(model)))
+def stem_nodes(model: onnx.ModelProto) -> set[str]:
+    """The first convolution (the one reading the ``image`` input)."""
+    return {node.name for node in model.graph.node if node.op_type == "Conv" and INPUT in node.input}
 
 
-def _named(model: onnx.ModelProto) -> onnx.ModelProto:
+def float_nodes(model: onnx.ModelProto, recipe: Int8Recipe = Int8Recipe()) -> list[str]:
+    """Nodes left unquantized: the backward pass and the classification head (:func:`head_nodes`),
+    and the stem when the recipe says so."""
+    stem = stem_nodes(model) if recipe.float_stem else set()
+    return sorted(head_nodes(model) | set(explain_only_nodes(model)) | stem)
+
+
+def name_nodes(model: onnx.ModelProto) -> onnx.ModelProto:
     """Give every node a unique name: the quantizer's exclusion list works by name."""
     seen: set[str] = set()
     for index, node in enumerate(model.graph.node):
@@ -127,6 +167,7 @@ def quantize_int8(
     compare: str | Path,
     calibration_limit: int | None = 200,
     compare_limit: int | None = None,
+    recipe: Int8Recipe = Int8Recipe(),
 ) -> ModelInfo:
     """Write the int8 QDQ version of ``fp32_path`` to ``out`` and return its metadata, whose
     ``quantization`` entry records the calibration set and the agreement measured on ``compare``."""
@@ -136,22 +177,19 @@ def quantize_int8(
     with tempfile.TemporaryDirectory(prefix="cxr-int8-") as tmp:
         prepared, quantized = Path(tmp) / "prepared.onnx", Path(tmp) / "int8.onnx"
         quant_pre_process(str(fp32_path), str(prepared))
-        model = _named(onnx.load(str(prepared)))
+        model = name_nodes(onnx.load(str(prepared)))
         onnx.save_model(model, prepared)
         quantize_static(
             str(prepared),
             str(quantized),
-            ImageBatches(calib_images),
+            ImageBatches(whole_batches(calib_images) if recipe.method != "minmax" else calib_images),
             quant_format=QuantFormat.QDQ,
-            per_channel=True,
+            per_channel=recipe.per_channel,
             activation_type=QuantType.QUInt8,
             weight_type=QuantType.QInt8,
-            # 7-bit weights: x86 CPUs without VNNI multiply u8 x s8 with VPMADDUBSW, whose int16
-            # pair sums saturate with full-range weights; that flipped 10 % of SimpleCNN's
-            # answers (agreement 0.897 -> 0.990 on cxr3-internal/test, same speed).
-            reduce_range=True,
-            calibrate_method=CalibrationMethod.MinMax,
-            nodes_to_exclude=float_nodes(model),
+            reduce_range=recipe.reduce_range,
+            calibrate_method=METHODS[recipe.method],
+            nodes_to_exclude=float_nodes(model, recipe),
             extra_options={"CalibMaxIntermediateOutputs": MAX_INTERMEDIATE_BATCHES},
         )
         int8_model = onnx.load(str(quantized))
@@ -159,7 +197,7 @@ def quantize_int8(
         write_model(int8_model, draft, out)
     _, images, labels = load_folder(compare, info, compare_limit)
     report = {
-        "method": "onnxruntime static, QDQ, per-channel int8 weights in 7-bit range (reduce_range), uint8 activations, MinMax; output and backward nodes float",
+        "method": recipe.describe(),
         "explain_nodes_float": bool(info.explain),
         "calibration": {
             "folder": str(calibration),

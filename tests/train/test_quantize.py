@@ -11,7 +11,9 @@ from click.testing import CliRunner
 from cxr_infer.contract import ALL_OUTPUTS
 from cxr_train.cli import main
 from cxr_train.export import read_info
-from cxr_train.quantize import QUANTIZATION, explain_only_nodes
+import numpy as np
+
+from cxr_train.quantize import QUANTIZATION, Int8Recipe, explain_only_nodes, float_nodes, name_nodes, whole_batches
 from tests.data_root import DATA
 
 
@@ -24,6 +26,20 @@ def test_explain_only_nodes_are_the_backward_pass(tiny_model_path, tiny_plain_mo
     producers = {out: node.name for node in model.graph.node for out in node.output}
     assert producers["gradients"] in backward
     assert producers["logits"] not in backward and producers["activations"] not in backward
+
+
+def test_a_float_stem_recipe_keeps_only_the_first_convolution_float(tiny_model_path):
+    model = name_nodes(onnx.load(str(tiny_model_path)))
+    stem = {node.name for node in model.graph.node if node.op_type == "Conv" and "image" in node.input}
+    assert len(stem) == 1
+    default, floating = set(float_nodes(model)), set(float_nodes(model, Int8Recipe(float_stem=True)))
+    assert floating - default == stem
+    assert "first convolution float" in Int8Recipe(float_stem=True).describe() and "MinMax" in Int8Recipe().describe()
+
+
+def test_histogram_calibration_gets_whole_batches_only():
+    images = np.zeros((21, 1, 4, 4), np.float32)
+    assert len(whole_batches(images, 8)) == 16 and len(whole_batches(images[:5], 8)) == 5
 
 
 @pytest.mark.data
