@@ -28,7 +28,7 @@ CLASSIFY_OUTPUTS = (LOGITS, PROBS)
 EXPLAIN_OUTPUTS = (ACTIVATIONS, GRADIENTS)
 ALL_OUTPUTS = CLASSIFY_OUTPUTS + EXPLAIN_OUTPUTS
 
-QUANTIZATIONS = ("int8-qdq",)
+QUANTIZATIONS = ("int8-qdq", "fp16")  # fp16: float16 weights and compute for GPUs, float32 I/O
 
 PREFIX = "cxr."
 KEY_CONTRACT = "cxr.contract"

@@ -178,6 +178,7 @@ def check_splits(folder: Path, max_hamming: int, min_corr: float) -> None:
 @click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="ONNX file to write.")
 @click.option("--explain/--no-explain", default=True, show_default=True, help="Include the Grad-CAM outputs (activations, gradients).")
 @click.option("--int8", is_flag=True, help="Write the int8 QDQ model (needs --calibration).")
+@click.option("--fp16", is_flag=True, help="Write the float16 model for GPUs (float32 input, outputs, backward pass and head).")
 @click.option("--calibration", type=click.Path(exists=True, file_okay=False, path_type=Path), help="Labelled folder of training images for int8 calibration.")
 @click.option("--calibration-limit", type=int, default=200, show_default=True, help="Calibration images (class-balanced pick).")
 @click.option("--compare", type=click.Path(exists=True, file_okay=False, path_type=Path), help="Labelled folder for the int8-vs-fp32 agreement report [default: --calibration].")
@@ -189,6 +190,7 @@ def export(
     out: Path,
     explain: bool,
     int8: bool,
+    fp16: bool,
     calibration: Path | None,
     calibration_limit: int,
     compare: Path | None,
@@ -202,13 +204,16 @@ def export(
 
     from cxr_train.checkpoint import Checkpoint
     from cxr_train.export import export_onnx
+    from cxr_train.fp16 import convert_fp16
     from cxr_train.quantize import quantize_int8
 
     if int8 != (calibration is not None):
         raise click.UsageError("--int8 and --calibration DIR go together (int8 is calibrated on real training images)")
+    if int8 and fp16:
+        raise click.UsageError("--int8 and --fp16 are two different variants; export them one at a time")
     loaded = Checkpoint.load(checkpoint)
     with tempfile.TemporaryDirectory(prefix="cxr-export-") as tmp:
-        target = Path(tmp) / "fp32.onnx" if int8 else out
+        target = Path(tmp) / "fp32.onnx" if int8 or fp16 else out
         result = export_onnx(loaded, target, explain=explain, opset=opset, name=name)
         outputs = ", ".join(result.info.outputs)
         click.echo(f"exported {loaded.model} in {result.seconds:.1f} s: outputs {outputs}; opset {result.info.opset}", err=True)
@@ -217,6 +222,8 @@ def export(
             info = quantize_int8(target, out, calibration, compare or calibration, calibration_limit, compare_limit)
             click.echo(f"quantized to int8 in {time.perf_counter() - started:.1f} s", err=True)
             click.echo(json.dumps(info.quantization["agreement"], indent=2))
+        if fp16:
+            convert_fp16(target, out)
     click.echo(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB)", err=True)
 
 
