@@ -11,6 +11,7 @@ missing libcublas) is what the user needs to read next to our error.
 from __future__ import annotations
 
 import hashlib
+import os
 from dataclasses import dataclass, fields
 from pathlib import Path
 
@@ -25,6 +26,7 @@ TENSORRT = "TensorrtExecutionProvider"
 _REQUESTED = {"cpu": [CPU], "cuda": [CUDA, CPU], "tensorrt": [TENSORRT, CUDA, CPU]}
 _REQUIRED = {"cuda": CUDA, "tensorrt": TENSORRT}
 ORT_ERROR, ORT_FATAL = 3, 4  # onnxruntime log severities (0 verbose .. 4 fatal)
+TENSORRT_CACHE_ENV = "CXR_TENSORRT_CACHE"
 
 
 class DeviceError(RuntimeError):
@@ -57,9 +59,28 @@ def requested_providers(device: str) -> list[str]:
     return list(_REQUESTED[device])
 
 
+def tensorrt_cache_dir() -> Path:
+    """Where TensorRT engines persist (``$CXR_TENSORRT_CACHE``, else the user's cache folder)."""
+    return Path(os.environ.get(TENSORRT_CACHE_ENV) or Path.home() / ".cache" / "cxr-toolkit" / "tensorrt")
+
+
+def provider_options(provider: str, cache_dir: Path | None = None) -> dict[str, str]:
+    """Options for one execution provider. TensorRT builds an engine per model and input shape,
+    which takes minutes for ResNet-50; its engine and timing caches make that a one-time cost
+    per host instead of one per process (the cache is keyed by the model's hash)."""
+    if provider != TENSORRT:
+        return {}
+    cache = str(cache_dir or tensorrt_cache_dir())
+    return {"trt_engine_cache_enable": "True", "trt_engine_cache_path": cache,
+            "trt_timing_cache_enable": "True", "trt_timing_cache_path": cache}
+
+
 def open_session(path: Path, device: str = "auto", threads: int | None = None) -> ort.InferenceSession:
     """Create the session once; refuse a ``cuda``/``tensorrt`` request the session did not get."""
-    providers = requested_providers(device)
+    names = requested_providers(device)
+    if TENSORRT in names:
+        tensorrt_cache_dir().mkdir(parents=True, exist_ok=True)
+    providers = [(name, provider_options(name)) for name in names]
     quiet_onnxruntime(device)
     options = ort.SessionOptions()
     options.log_severity_level = ORT_ERROR
