@@ -25,14 +25,6 @@ CLASSES = ("covid", "normal", "pneumonia")
 
 
 @pytest.fixture(scope="module")
-def local_ray():
-    ray = pytest.importorskip("ray", reason="the [ray] extra is not installed")
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING")
-    yield
-    ray.shutdown()
-
-
-@pytest.fixture(scope="module")
 def inputs(tmp_path_factory, shared_data) -> list[str]:
     root = tmp_path_factory.mktemp("ray-inputs")
     for name in CLASSES:
@@ -63,7 +55,18 @@ def classify(inputs: list[str], out: Path, *engine: str, stdin: str | None = Non
 
 @pytest.mark.data
 @pytest.mark.ray
-def test_ray_engine_writes_the_rows_of_the_plain_command(local_ray, inputs, tmp_path) -> None:
+def test_ray_engine_writes_the_rows_of_the_plain_command(inputs, tmp_path) -> None:
+    """One test, not several sharing a Ray fixture: pytest-xdist would start Ray once per worker."""
+    ray = pytest.importorskip("ray", reason="the [ray] extra is not installed")
+    ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING")
+    try:
+        check_same_rows(inputs, tmp_path / "folders")
+        check_uri_manifest(inputs, tmp_path / "uris")
+    finally:
+        ray.shutdown()
+
+
+def check_same_rows(inputs: list[str], tmp_path: Path) -> None:
     plain = classify(inputs, tmp_path / "plain")
     on_ray = classify(inputs, tmp_path / "ray", "--engine", "ray")
     assert len(plain) == 3 * PER_CLASS + 7
@@ -80,9 +83,8 @@ def test_ray_engine_writes_the_rows_of_the_plain_command(local_ray, inputs, tmp_
         assert not row["heatmap"] or (tmp_path / "ray" / row["heatmap"]).is_file()
 
 
-@pytest.mark.data
-@pytest.mark.ray
-def test_ray_engine_reads_a_manifest_of_uris(local_ray, inputs, tmp_path) -> None:
+def check_uri_manifest(inputs: list[str], tmp_path: Path) -> None:
+    """A manifest of file:// URIs on stdin: rows named by the URIs, with the files' labels."""
     images = sorted(str(path) for path in (Path(inputs[0]) / "pneumonia").iterdir())[:2]
     uris = [Path(image).resolve().as_uri() for image in images] + [(tmp_path / "gone.jpg").as_uri()]
     plain = classify([*images, str(tmp_path / "gone.jpg")], tmp_path / "plain")

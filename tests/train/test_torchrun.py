@@ -50,56 +50,49 @@ def one_process(data: Path, out: Path, *extra: str) -> Path:
 def two_processes(data: Path, out: Path, *extra: str) -> Path:
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", str(SUPPORT),
                "fit", "--data", str(data), "--out", str(out), *COMMON, *extra]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "CXR_PLUGINS": ""}
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
     done = subprocess.run(command, capture_output=True, text=True, timeout=180, env=env)
     assert done.returncode == 0, done.stderr[-3000:]
     return out
 
 
+def log(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+
+
 def losses(run: Path) -> list[float]:
-    return [json.loads(line)["train_loss"] for line in (run / "log.jsonl").read_text().splitlines()]
-
-
-@pytest.fixture(scope="module")
-def runs(tmp_path_factory, shared_data) -> dict[str, Path]:
-    """Two epochs on one and on two processes, then a third epoch resumed from the one-process
-    checkpoint on one and on two processes (resume across world sizes)."""
-    data, tmp = shared_data / "cxr3-internal", tmp_path_factory.mktemp("ddp")
-    one = one_process(data, tmp / "one", "--epochs", "2")
-    return {
-        "one": one,
-        "two": two_processes(data, tmp / "two", "--epochs", "2"),
-        "resumed-one": one_process(data, tmp / "resumed-one", "--epochs", "3", "--resume", str(one / "last.pt"), *SAMPLER),
-        "resumed-two": two_processes(data, tmp / "resumed-two", "--epochs", "3", "--resume", str(one / "last.pt"), *SAMPLER),
-    }
+    return [entry["train_loss"] for entry in log(run)]
 
 
 @pytest.mark.data
 @pytest.mark.torchrun
-def test_two_processes_train_as_one(runs) -> None:
-    one, two = losses(runs["one"]), losses(runs["two"])
-    assert len(one) == len(two) == 2
-    assert two == pytest.approx(one, rel=RTOL)
-    assert one[1] < one[0] - 1e-3  # it trains: a wrong gradient would show in epoch 2
-    weights = [Checkpoint.load(runs[name] / "last.pt").state_dict for name in ("one", "two")]
+def test_two_processes_train_as_one_resume_across_world_sizes_and_export(tmp_path, shared_data) -> None:
+    """One test, not several sharing a fixture: pytest-xdist would start the runs once per worker."""
+    data = shared_data / "cxr3-internal"
+    one = one_process(data, tmp_path / "one", "--epochs", "2")
+    two = two_processes(data, tmp_path / "two", "--epochs", "2")
+    check_same_training(one, two)
+    # a one-process last.pt resumed on one and on two processes, now with the weighted sampler
+    resumed_one = one_process(data, tmp_path / "resumed-one", "--epochs", "3", "--resume", str(one / "last.pt"), *SAMPLER)
+    resumed_two = two_processes(data, tmp_path / "resumed-two", "--epochs", "3", "--resume", str(one / "last.pt"), *SAMPLER)
+    assert [entry["epoch"] for entry in log(resumed_two)] == [entry["epoch"] for entry in log(resumed_one)] == [3]
+    assert losses(resumed_two) == pytest.approx(losses(resumed_one), rel=RTOL)
+    check_exports(two / "best.pt", tmp_path, shared_data)
+
+
+def check_same_training(one: Path, two: Path) -> None:
+    assert len(losses(one)) == len(losses(two)) == 2
+    assert losses(two) == pytest.approx(losses(one), rel=RTOL)
+    assert losses(one)[1] < losses(one)[0] - 1e-3  # it trains: a wrong gradient would show in epoch 2
+    weights = [Checkpoint.load(run / "last.pt").state_dict for run in (one, two)]
     for key, value in weights[0].items():
         torch.testing.assert_close(weights[1][key], value, rtol=1e-4, atol=1e-6)
-    assert Checkpoint.load(runs["two"] / "best.pt").args["processes"] == 2
+    assert Checkpoint.load(two / "best.pt").args["processes"] == 2
 
 
-@pytest.mark.data
-@pytest.mark.torchrun
-def test_resume_across_world_sizes_with_the_weighted_sampler(runs) -> None:
-    resumed_one, resumed_two = losses(runs["resumed-one"]), losses(runs["resumed-two"])
-    assert len(resumed_one) == len(resumed_two) == 1  # epoch 3 only
-    assert resumed_two == pytest.approx(resumed_one, rel=RTOL)
-    assert json.loads((runs["resumed-two"] / "log.jsonl").read_text())["epoch"] == 3
-
-
-@pytest.mark.data
-@pytest.mark.torchrun
-def test_the_two_process_checkpoint_exports_and_classifies(runs, tmp_path, shared_data) -> None:
-    best = Checkpoint.load(runs["two"] / "best.pt")
+def check_exports(checkpoint: Path, tmp_path: Path, shared_data: Path) -> None:
+    """The two-process checkpoint exports with the Grad-CAM outputs and classifies a radiograph."""
+    best = Checkpoint.load(checkpoint)
     exported = export_onnx(best, tmp_path / "ddp.onnx", explain=True, name="ddp").path
     image = next((shared_data / "cxr3-internal" / "val" / "covid").iterdir())
     with Classifier.load(exported, device="cpu", gate="off") as classifier:
