@@ -21,6 +21,7 @@ from cxr_infer import errors
 from cxr_infer.image_header import DeclaredSize
 from cxr_infer.readers import ReadError, is_dicom
 
+PIXEL_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
 GRAY_PHOTOMETRICS = ("MONOCHROME1", "MONOCHROME2")
 COLOUR_PHOTOMETRICS = ("RGB", "YBR_FULL", "YBR_FULL_422", "YBR_RCT", "YBR_ICT")
 FIRST_GROUPS = (0x0002, 0x0008)  # a dataset without preamble starts with file meta or group 0008 (SOP Class UID is Type 1)
@@ -198,8 +199,11 @@ def dataset_to_image(ds: Dataset, max_pixels: int | None = None) -> np.ndarray:
     refused because which frame is "the" radiograph is not ours to guess. Over ``max_pixels``
     (Rows x Columns x frames) is refused before the pixel data is decoded.
     """
-    if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
+    held = [ds[keyword] for keyword in PIXEL_KEYWORDS if keyword in ds]
+    if not held:
         raise DicomError("DICOM file has no pixel data", errors.NO_PIXELS)
+    if all(element.is_empty for element in held):
+        raise DicomError("DICOM file's pixel data element is empty", errors.NO_PIXELS)
     size = _declared(ds)
     if max_pixels is not None and size is not None and size.pixels > max_pixels:
         raise DicomError(f"{size.describe()} exceeds the {max_pixels:,}-pixel limit (--max-pixels)", errors.TOO_LARGE)

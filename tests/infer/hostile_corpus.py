@@ -447,7 +447,8 @@ def _odd_dicoms(corpus: Corpus) -> None:
     corpus.file("file-meta-only.dcm", meta_only[:meta_end], Expected("no-pixels", "no data elements"))
     corpus.file("multi-frame.dcm", dicom_bytes(dicom(24, 24, pixels=gradient(24, 48, np.uint16).tobytes(), NumberOfFrames=2)), Expected("unsupported", "multi-frame"))
     corpus.file("palette-colour.dcm", dicom_bytes(palette), Expected("unsupported", "PALETTE COLOR"))
-    corpus.file("zero-rows.dcm", dicom_bytes(dicom(0, 48, pixels=b"")), Expected("corrupt"))
+    corpus.file("zero-rows-empty-pixels.dcm", dicom_bytes(dicom(0, 48, pixels=b"")), Expected("no-pixels", "pixel data element is empty"))
+    corpus.file("empty-pixel-data.dcm", dicom_bytes(dicom(pixels=b"")), Expected("no-pixels", "pixel data element is empty"))
     corpus.file("corrupt-rle.dcm", dicom_bytes(dicom(48, 48, syntax=RLELossless, bits=8, pixels=encapsulate([b"\xff" * 64]))), Expected("corrupt"))
     corpus.file("corrupt-jpeg-frame.dcm", dicom_bytes(dicom(48, 48, syntax=JPEGBaseline8Bit, bits=8, pixels=encapsulate([b"\xff\xd8" + bytes(200)]))), Expected("corrupt"))
 
