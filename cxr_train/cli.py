@@ -70,7 +70,8 @@ def fit(**options) -> None:
 
     options["augment"] = list(options["augment"])
     best = run_fit(FitConfig(**options), command=command_line(click.get_current_context()))
-    click.echo(str(best))
+    if best is not None:  # under torchrun, rank 0's line only
+        click.echo(str(best))
 
 
 def command_line(ctx: click.Context) -> str:

@@ -417,13 +417,14 @@ def run_epoch(trainer: Trainer, train: tuple[torch.Tensor, torch.Tensor], val: t
             "img_per_s": rate, "seconds": seconds, "best": improved, "val": report}
 
 
-def fit(config: FitConfig, command: str = "") -> Path:
-    """Run the training (data-parallel when started by torchrun); returns the path of ``best.pt``."""
+def fit(config: FitConfig, command: str = "") -> Path | None:
+    """Run the training (data-parallel when started by torchrun); returns the path of ``best.pt``
+    (``None`` on the processes other than rank 0, which write nothing)."""
     with joined() as world:
         return fit_in(world, config, command)
 
 
-def fit_in(world: World, config: FitConfig, command: str) -> Path:
+def fit_in(world: World, config: FitConfig, command: str) -> Path | None:
     """The training as one of ``world``'s processes (all of it for a world of one)."""
     say = print if world.is_main else lambda *args, **kwargs: None
     seed_everything(config.seed)
@@ -463,7 +464,9 @@ def fit_in(world: World, config: FitConfig, command: str) -> Path:
                   f"{' *best*' if entry['best'] else ''}", file=sys.stderr)
     if trainer.stale >= config.patience > 0:
         say(f"early stop: no val macro-F1 gain for {config.patience} epochs", file=sys.stderr)
-    if world.is_main and (out / "best.pt").exists():
+    if not world.is_main:
+        return None
+    if (out / "best.pt").exists():
         calibrate_file(out / "best.pt", val, tensors[1])
     return out / "best.pt"
 
