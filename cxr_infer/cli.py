@@ -130,7 +130,7 @@ def _overlay_size(ctx: click.Context, param: click.Parameter, value: str) -> int
 @click.option("--explain", is_flag=True, help="Write Grad-CAM overlays of the predicted class under OUT/heatmaps/.")
 @click.option("--explain-class", metavar="NAME", help="Explain this class instead of the predicted one (implies --explain).")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("cxr-results"), show_default=True, help="Output folder.")
-@click.option("--format", "fmt", default="csv", show_default=True, help="Results format: csv, jsonl, or a plugin writer's name.")
+@click.option("--format", "fmt", default="csv", show_default=True, help="Results format: csv, jsonl, parquet (needs pyarrow), or a plugin writer's name.")
 @click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True, help="auto uses CUDA only if the session really gets it.")
 @click.option("--batch-size", type=click.IntRange(1, 4096), default=16, show_default=True)
 @click.option("--threads", type=click.IntRange(1, 256), default=None, help="Cores to use, split between onnxruntime and the image workers (default: all usable).")
