@@ -40,6 +40,7 @@ from cxr_infer.api import Classifier, Prediction
 from cxr_infer.cli import OverlayNames, RunOptions, UsageFailure, local_results
 from cxr_infer.errors import error_text
 from cxr_infer.inputs import Input
+from cxr_infer.readers import quiet_decoder_warnings
 
 DEFAULT_ACTOR_THREADS = 4  # per CPU actor: several small sessions scale better than one wide one
 BLOCK_INPUTS = 512  # inputs per Ray block: the unit an actor takes at a time
@@ -115,7 +116,8 @@ class Worker:
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         items = [pickle.loads(blob) for blob in batch["input"]]
-        with tempfile.TemporaryDirectory(prefix="cxr-fetched-") as folder:
+        quiet = quiet_decoder_warnings() if self.options.quiet else contextlib.nullcontext()
+        with quiet, tempfile.TemporaryDirectory(prefix="cxr-fetched-") as folder:
             local, remote = fetched(items, Path(folder))
             results = [restored(result, remote) for result in local_results(self.classifier, self.options, local)]
         return {"result": np.array([pickle.dumps(result) for result in results], dtype=object)}
