@@ -27,6 +27,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from pacs_support import CR_IMAGE_STORAGE
 from PIL import Image
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.encaps import encapsulate
@@ -41,7 +42,6 @@ from pydicom.uid import (
     generate_uid,
 )
 
-CR_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.1"
 SR_STORAGE = "1.2.840.10008.5.1.4.1.1.88.22"
 
 
@@ -188,8 +188,13 @@ def rle_frame_of_zeros(declared_bytes: int, held_runs: int) -> bytes:
     return struct.pack("<16I", 1, 64, *([0] * 14)) + b"\x81\x00" * runs
 
 
-def rle_dicom(rows: int, columns: int, held_runs: int) -> Dataset:
-    return dicom(rows, columns, syntax=RLELossless, bits=8, pixels=encapsulate([rle_frame_of_zeros(rows * columns, held_runs)]))
+def rle_dicom(rows: int, columns: int, held_runs: int, frames: int = 1) -> Dataset:
+    """An 8-bit RLE Lossless DICOM of ``frames`` frames of zeros, each holding at most ``held_runs`` runs."""
+    fragments = [rle_frame_of_zeros(rows * columns, held_runs)] * frames
+    ds = dicom(rows, columns, syntax=RLELossless, bits=8, pixels=encapsulate(fragments))
+    if frames > 1:
+        ds.NumberOfFrames = frames
+    return ds
 
 
 def jpeg_dicom(rows: int, columns: int) -> Dataset:
@@ -407,11 +412,10 @@ def _bombs(corpus: Corpus) -> None:
         "bomb-2000x2000x20-frames.dcm": dicom(2000, 2000, pixels=dicom().PixelData, NumberOfFrames=20),
         "bomb-1000x1000x100-frames.dcm": dicom(1000, 1000, pixels=dicom().PixelData, NumberOfFrames=100),
         "bomb-rle-15000x15000.dcm": rle_dicom(15000, 15000, 4096),
-        "bomb-rle-8000x8000-frames.dcm": rle_dicom(8000, 8000, 512),
+        "bomb-rle-3000x3000x10-frames.dcm": rle_dicom(3000, 3000, 64, frames=10),
         "bomb-jpeg-20000x20000.dcm": jpeg_dicom(20000, 20000),
         "bomb-dicom-content.png": dicom(15000, 15000, pixels=dicom().PixelData),
     }
-    dicoms["bomb-rle-8000x8000-frames.dcm"].NumberOfFrames = 1
     for name, ds in dicoms.items():
         corpus.file(name, dicom_bytes(ds), Expected("too-large", "pixel limit"))
     corpus.file("bomb-no-preamble.dcm", dicom_bytes(dicom(15000, 15000, pixels=dicom().PixelData), preamble=False), Expected("too-large", "pixel limit"))
