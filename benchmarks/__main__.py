@@ -74,6 +74,37 @@ def gate_command(gate_file, loco, models, repeats, per_kind, cost_images, out) -
     click.echo(report.render(out))
 
 
+@main.command("int8")
+@click.option("--fp32", "fp32_files", multiple=True, type=click.Path(dir_okay=False, exists=True, path_type=Path),
+              help="fp32 explain file to quantize (repeatable) [default: the shipped exported/*.onnx].")
+@click.option("--int8", "int8_files", multiple=True, type=click.Path(dir_okay=False, exists=True, path_type=Path),
+              help="An existing int8 file to measure beside the recipes (repeatable) [default: the shipped ones].")
+@click.option("--recipe", "recipes", multiple=True, help="Recipe names to try [default: all of benchmarks.int8.RECIPES].")
+@click.option("--batches", default="1,8,32", show_default=True)
+@click.option("--repeats", type=click.IntRange(1), default=5, show_default=True)
+@click.option("--threads", type=click.IntRange(1), help="Threads for onnxruntime (default: usable CPUs).")
+@click.option("--calibration-images", type=click.IntRange(1), default=200, show_default=True)
+@click.option("--work", type=click.Path(file_okay=False, path_type=Path), default=HERE.parent / ".cache" / "benchmarks" / "int8", show_default=True)
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=HERE, show_default=True)
+def int8_command(fp32_files, int8_files, recipes, batches, repeats, threads, calibration_images, work, out) -> None:
+    """int8 recipes: top-1 agreement with fp32 on cxr3-external and int8/fp32 speed, side by side;
+    writes results-int8.json and RESULTS.md (needs the train extras: onnx, the quantizer)."""
+    from benchmarks.harness import CALIBRATION, usable_cpus
+    from benchmarks.int8 import RECIPES, run_int8
+    from benchmarks.models import EXPORTED, read_info
+
+    shipped = sorted(EXPORTED.glob("*.onnx"))
+    fp32_files = list(fp32_files) or [p for p in shipped if not read_info(p).quantized]
+    int8_files = list(int8_files) or [p for p in shipped if read_info(p).quantized == "int8-qdq"]
+    unknown = set(recipes) - set(RECIPES)
+    if unknown:
+        raise click.BadParameter(f"unknown recipe(s) {sorted(unknown)}; known: {list(RECIPES)}", param_hint="--recipe")
+    path = run_int8(fp32_files, int8_files, list(recipes) or list(RECIPES), list(_ints(batches)), threads or usable_cpus(),
+                    repeats, CALIBRATION, calibration_images, work, out)
+    click.echo(f"int8: {path}", err=True)
+    click.echo(report.render(out))
+
+
 @main.command("pipeline")
 @click.option("--models", default="resnet50,simplecnn", show_default=True, help="Bundled models (or .onnx files) to measure.")
 @click.option("--batches", default="1,8,32", show_default=True)

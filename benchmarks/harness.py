@@ -15,7 +15,7 @@ from typing import Any
 
 from benchmarks import machine
 from benchmarks.inputs import DATA, EXTERNAL
-from benchmarks.models import ROOT, Int8Plan, ModelFiles, exported_from, from_files, prepare, shown
+from benchmarks.models import ROOT, Int8Plan, ModelFiles, exported_from, from_files, prepare, shown, with_plain
 from cxr_infer.concurrency import usable_cpus
 
 PARTS = ("cpu", "gpu")
@@ -56,7 +56,7 @@ def select_models(config: Config, int8: bool) -> list[ModelFiles]:
     """Given ONNX files as they are; else export from given checkpoints; else per architecture."""
     plan = config.int8_plan() if int8 else None
     if config.onnx:
-        return from_files(list(config.onnx), list(config.checkpoints))
+        return [with_plain(m, config.work) for m in from_files(list(config.onnx), list(config.checkpoints))]
     if config.checkpoints:
         return [exported_from(path, config.work, plan) for path in config.checkpoints]
     return [prepare(arch, config.size, config.work, plan, config.use_runs) for arch in config.models]

@@ -15,7 +15,7 @@ from pathlib import Path
 import onnxruntime as ort
 
 from benchmarks.machine import installed
-from cxr_infer.contract import ModelInfo
+from cxr_infer.contract import CLASSIFY_OUTPUTS, INPUT, ModelInfo
 
 ROOT = Path(__file__).resolve().parents[1]
 RUNS = ROOT / "runs"
@@ -64,7 +64,7 @@ def from_files(paths: list[Path], checkpoints: list[Path] = ()) -> list[ModelFil
     found: dict[str, dict[str, Path]] = {}
     for path in paths:
         info = read_info(path)
-        kind = "int8" if info.quantized else ("explain" if info.explain else "plain")
+        kind = {"int8-qdq": "int8"}.get(info.quantized, info.quantized) or ("explain" if info.explain else "plain")
         found.setdefault(info.model, {}).setdefault(kind, path)
     by_arch = {}
     if checkpoints:
@@ -76,6 +76,28 @@ def from_files(paths: list[Path], checkpoints: list[Path] = ()) -> list[ModelFil
                    trained=_trained(kinds), source=", ".join(shown(p) for p in kinds.values()))
         for arch, kinds in found.items()
     ]
+
+
+def with_plain(model: ModelFiles, work: Path) -> ModelFiles:
+    """Give a group without a logits-only file one cut from its explain file: the same nodes up
+    to ``logits`` and ``probs``, so explain/plain compares the same weights and graph. Shipped
+    models come as explain files only. Needs the ``onnx`` package (else the group is unchanged)."""
+    if model.plain is not None or model.explain is None or not installed("onnx"):
+        return model
+    import dataclasses
+
+    import onnx
+    from onnx.utils import Extractor
+
+    key = hashlib.sha256(model.explain.read_bytes()).hexdigest()[:12]
+    out = work / f"{model.explain.stem}-{key}-plain.onnx"
+    if not out.exists():
+        work.mkdir(parents=True, exist_ok=True)
+        cut = Extractor(onnx.load(str(model.explain))).extract_model([INPUT], list(CLASSIFY_OUTPUTS))
+        info = dataclasses.replace(read_info(model.explain), outputs=CLASSIFY_OUTPUTS)
+        cut.metadata_props.extend(onnx.StringStringEntryProto(key=k, value=v) for k, v in info.to_metadata().items())
+        onnx.save_model(cut, str(out))
+    return dataclasses.replace(model, plain=out)
 
 
 def _trained(kinds: dict[str, Path]) -> bool:

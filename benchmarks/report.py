@@ -18,6 +18,7 @@ TITLES = {
     "onnx_vs_torch": "1. ONNX Runtime fp32 vs PyTorch eager",
     "explain_cost": "2. explain outputs vs logits only",
     "gradcam": "3. eager Grad-CAM vs our explain",
+    "gradcam_all": "3b. eager Grad-CAM of every class vs our explain",
     "int8_speed": "4. int8 vs fp32 speed",
     "pipeline_vs_bare": "5. folder pipeline vs bare session",
     "gflops": "6. achieved GFLOP/s vs matmul peak",
@@ -162,7 +163,8 @@ def gpu_section(result: dict[str, Any]) -> list[str]:
                         "On a CUDA host run `python -m benchmarks run --part gpu`.", ""]
     lines += header_section(result) + machine_section(result)
     variants = sorted({v for r in result["throughput"] for v in r["img_s"]})
-    lines += ["Milliseconds per batch (median), with images/s in brackets; host-device copies included.", ""]
+    lines += ["Milliseconds per batch (median), with images/s in brackets. Host-device copies are included, except in "
+              "the 'IO binding, on device' and bare TensorRT columns (input and outputs stay in GPU memory).", ""]
     lines += table(["model", "batch", *variants], [
         [r["model"], r["batch"], *(f"{1000 * r['batch'] / r['img_s'][v]['median']:.2f} ({r['img_s'][v]['median']:.0f})"
                                    if v in r["img_s"] else "-" for v in variants)]
@@ -236,6 +238,10 @@ def render(out: Path) -> Path:
         from benchmarks.gate import gate_section
 
         lines += gate_section(json.loads(gate_results.read_text()))
+    if (int8_results := out / "results-int8.json").exists():  # python -m benchmarks int8
+        from benchmarks.int8 import int8_section
+
+        lines += int8_section(json.loads(int8_results.read_text()))
     if (page_results := out / "results-report-page.json").exists():  # python -m benchmarks report-page
         from benchmarks.report_page import report_page_section
 

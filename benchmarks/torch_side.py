@@ -67,3 +67,11 @@ def eager_gradcam(eager: Eager, batch: np.ndarray) -> Callable[[], object]:
     tensor = torch.from_numpy(batch)
     scored = PredictedClass(eager.network).eval()
     return lambda: verify_gradcam(scored, f"network.{eager.target_layer}", tensor)
+
+
+def eager_gradcam_all(eager: Eager, batch: np.ndarray) -> Callable[[], object]:
+    """Eager Grad-CAM of every class per call: one forward, one backward per class, as the
+    verification step runs it. This is what one run of the explain graph delivers
+    (``gradients`` holds every class)."""
+    tensor = torch.from_numpy(batch)
+    return lambda: verify_gradcam(eager.network, eager.target_layer, tensor)

@@ -21,9 +21,11 @@ from benchmarks.decode import RULE
 from benchmarks.folder import BARE, SETTINGS, STAGES
 from benchmarks.harness import CALIBRATION
 from benchmarks.inputs import EXTERNAL, Labelled
-from benchmarks.models import ModelFiles, read_info
+from benchmarks.models import ModelFiles, read_info, with_plain
 from benchmarks.profiling import model_flops, node_flops
+from benchmarks.sessions import open_session
 from benchmarks.timing import interleave
+from cxr_infer.contract import CLASSIFY_OUTPUTS, INPUT
 from tests.torch_blocker import PREAMBLE
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -119,8 +121,20 @@ def test_torch_baselines_join_the_interleaved_run(tiny_checkpoint_path, tiny_mod
     model = ModelFiles("simplecnn", tiny_model_path, tiny_plain_model_path, checkpoint=tiny_checkpoint_path)
     images = Labelled.discover(EXTERNAL, per_class=1).tensors(read_info(tiny_model_path).preprocess)
     (record,) = throughput.measure(model, images, [2], threads=1, repeats=1, images_per_block=2)
-    assert {throughput.TORCH, throughput.EAGER_CAM} <= set(record["img_s"])
-    assert {c["comparison"] for c in throughput.compare([record])} == {"onnx_vs_torch", "explain_cost", "gradcam"}
+    assert {throughput.TORCH, throughput.EAGER_CAM, throughput.EAGER_CAM_ALL} <= set(record["img_s"])
+    assert {c["comparison"] for c in throughput.compare([record])} == {"onnx_vs_torch", "explain_cost", "gradcam", "gradcam_all"}
+
+
+def test_shipped_explain_files_get_a_plain_file_cut_from_them(tiny_model_path, tmp_path):
+    """Shipped models come as explain files only; explain/plain needs the same graph without the backward pass."""
+    model = with_plain(ModelFiles("simplecnn", tiny_model_path), tmp_path)
+    info = read_info(model.plain)
+    assert info.outputs == CLASSIFY_OUTPUTS and not info.explain and info.classes == read_info(tiny_model_path).classes
+    images = np.random.default_rng(0).random((2, 1, 64, 64), dtype=np.float32)
+    explain = open_session(tiny_model_path, 1).run(list(CLASSIFY_OUTPUTS), {INPUT: images})
+    plain = open_session(model.plain, 1).run(None, {INPUT: images})
+    assert all(np.array_equal(a, b) for a, b in zip(explain, plain))
+    assert with_plain(model, tmp_path) == model
 
 
 def test_flop_count_from_the_profiler_matches_torch(tiny_checkpoint_path, tiny_plain_model_path):
@@ -150,3 +164,18 @@ def test_every_timed_block_starts_after_a_settling_call_of_its_own_variant():
     calls: list[str] = []
     interleave({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, 1, repeats=2, calls=2, warmup=0)
     assert calls == ["a"] * 3 + ["b"] * 3 + ["b"] * 3 + ["a"] * 3
+
+
+def test_gpu_part_options_and_skips_on_a_host_without_cuda(tiny_model_path, tmp_path):
+    """The GPU part cannot run here; what it hands onnxruntime and TensorRT can still be checked."""
+    from benchmarks import gpu
+
+    (provider, options), *fallback = gpu.tensorrt(True, 96, 32, tmp_path)
+    assert provider == gpu.TENSORRT and fallback == [gpu.CUDA, "CPUExecutionProvider"]
+    assert options["trt_engine_cache_enable"] == "True" and options["trt_engine_cache_path"] == str(tmp_path / "trt-cache")
+    assert options["trt_fp16_enable"] is True
+    assert (options["trt_profile_min_shapes"], options["trt_profile_max_shapes"]) == ("image:1x1x96x96", "image:32x1x96x96")
+    if gpu.unavailable() is None:
+        pytest.skip("this host has a GPU")
+    engines, skipped = gpu.bare_engines(ModelFiles("simplecnn", tiny_model_path), 64, 4, tmp_path)
+    assert engines == {} and [s["variant"] for s in skipped] == ["bare TensorRT fp32", "bare TensorRT fp16"]
