@@ -21,6 +21,8 @@ import tempfile
 import atheris
 
 with atheris.instrument_imports(include=["cxr_infer"]):  # our code; numpy, OpenCV, pydicom stay uninstrumented
+    import cxr_infer.dicom  # noqa: F401 (imported inside the readers' functions: instrumented only if imported here)
+    import cxr_infer.image_header  # noqa: F401
     from cxr_infer.preprocess import PreprocessSpec, preprocess
     from cxr_infer.readers import ReadError, available_readers, quiet_decoder_warnings, read_image
 
