@@ -19,6 +19,7 @@ from typing import Any
 from benchmarks import machine
 from benchmarks.inputs import EXTERNAL, Labelled, batch_of
 from benchmarks.models import read_info, shown
+from benchmarks.report import spread, table
 from benchmarks.sessions import open_session, runner
 from benchmarks.timing import Summary, calls_for, interleave, paired_ratio
 
@@ -103,7 +104,7 @@ def int8_section(result: dict[str, Any]) -> list[str]:
              f"load average before {result['load_before']}, after {result['load_after']} (shared 2-core host). "
              "Speed: int8 / fp32 explain throughput, paired per interleaved repeat, median [IQR]. "
              "Agreement: top-1 agreement with the fp32 file on all of cxr3-external (target: >= 3.0 and >= 0.99).", ""]
-    header = ["model", "variant", "top-1 agreement", "max |p int8 - p fp32|", *(f"batch {b}" for b in batches)]
+    header = ["model", "variant", "top-1 agreement", "max abs(p int8 - p fp32)", *(f"batch {b}" for b in batches)]
     rows = []
     for model in result["models"]:
         for v in model["variants"]:
@@ -111,12 +112,5 @@ def int8_section(result: dict[str, Any]) -> list[str]:
             a = v["agreement"]
             rows.append([model["model"], v["name"], f"{a.get('top1_agreement', float('nan')):.4f} (n={a.get('images', 0)})",
                          f"{a.get('max_prob_diff', float('nan')):.3f}",
-                         *(_spread(by_batch[b]) if b in by_batch else "-" for b in batches)])
-    lines += ["| " + " | ".join(header) + " |", "|" + "|".join(" --- " for _ in header) + "|"]
-    lines += ["| " + " | ".join(map(str, row)) + " |" for row in rows]
-    return lines + [""]
-
-
-def _spread(s: dict[str, float]) -> str:
-    return f"{s['median']:.2f} [{s['q1']:.2f}-{s['q3']:.2f}]"
-
+                         *(spread(by_batch[b]) if b in by_batch else "-" for b in batches)])
+    return lines + table(header, rows)
