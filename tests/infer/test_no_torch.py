@@ -41,4 +41,4 @@ def test_every_module_imports_and_classification_runs_without_torch(tmp_path, ti
     assert report["exit"] == 0 and report["leaked"] == []
     assert {"cxr_infer.api", "cxr_infer.cli", "cxr_infer.session", "cxr_infer.gradcam"} <= set(report["modules"])
     assert len((out / "results.csv").read_text().splitlines()) == 3
-    assert len(list(Path(out / "heatmaps").rglob("*.png"))) == 2
+    assert len([p for p in Path(out / "heatmaps").rglob("*") if p.is_file()]) == 2  # one overlay per image, whatever its format
