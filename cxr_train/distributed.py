@@ -127,10 +127,12 @@ def start() -> World:
 
 @contextmanager
 def joined() -> Iterator[World]:
-    """This process's world for the length of a run; the process group is left at the end."""
+    """This process's world for the length of a run; the process group is left at the end, by all
+    processes at once (after an error, at once: torchrun stops the others)."""
     world = start()
     try:
         yield world
+        world.barrier()  # leave together: gloo aborts a process whose peer left while its threads still ran
     finally:
         if world.size > 1:
             dist.destroy_process_group()
