@@ -11,6 +11,7 @@ Everything runs on generated images; no data set and no PACS are needed.
 from __future__ import annotations
 
 import errno
+import json
 import logging
 import os
 import shutil
@@ -28,7 +29,7 @@ from types import SimpleNamespace
 
 import pydicom
 import pytest
-from pacs_support import dcmtk_storescu, encoded, send_datasets, synthetic_radiograph
+from pacs_support import dcmtk_storescu, encoded, free_port, send_datasets, synthetic_radiograph
 from pynetdicom import AE
 from pynetdicom.sop_class import Verification
 
@@ -315,35 +316,54 @@ def _make_pki(folder: Path) -> _Pki:
     return _Pki(folder / "ca.pem", signed("server", "/CN=localhost"), signed("client", "/CN=GOODSCU"), (folder / "stranger.key", folder / "stranger.pem"))
 
 
-def test_tls_with_client_certificates_through_dcmtk_storescu(tmp_path, caplog):
+def test_tls_with_client_certificates_through_dcmtk_storescu(tmp_path, tiny_model_path):
+    """``serve-dicom --tls-cert --tls-key --tls-ca`` takes dcmtk storescu with a certificate of
+    that CA, even while another caller sits connected without a handshake; it refuses one
+    without a certificate, one with a self-signed certificate and plain DICOM, and logs why."""
     storescu = _storescu_or_skip()
     if shutil.which("openssl") is None:
         pytest.skip("needs the openssl command to make the test certificates")
     pki = _make_pki(tmp_path / "pki")
-    caplog.set_level(logging.INFO, logger="cxr_infer.pacs")
-    lateral = synthetic_radiograph(32, view="LL")  # acknowledged and ignored: no model needed
+    lateral = synthetic_radiograph(32, view="LL")  # acknowledged and ignored: no classification needed
     lateral.save_as(tmp_path / "lateral.dcm", enforce_file_format=True)
-    server = listener(tmp_path, tls_cert=pki.server[1], tls_key=pki.server[0], tls_ca=pki.ca)
-    server.start()
+    port, log = free_port(), tmp_path / "serve.log"
+    tls = ["--tls-cert", pki.server[1], "--tls-key", pki.server[0], "--tls-ca", pki.ca]
+    with open(log, "wb") as handle:
+        server = subprocess.Popen([*CLI, "serve-dicom", "--aet", AET, "--port", str(port), "--spool", str(tmp_path / "spool"), "--model", str(tiny_model_path), "--gate", "off", *map(str, tls)], stderr=handle)
 
-    def send(*tls: str | Path) -> subprocess.CompletedProcess:
-        command = [storescu, *map(str, tls), "-aec", AET, "-to", "60", "-ta", "60", "127.0.0.1", str(server.port), str(tmp_path / "lateral.dcm")]
+    def send(*options: str | Path) -> subprocess.CompletedProcess:
+        command = [storescu, *map(str, options), "-aec", AET, "-to", "60", "-ta", "60", "127.0.0.1", str(port), str(tmp_path / "lateral.dcm")]
         return subprocess.run(command, capture_output=True, text=True, timeout=120)
 
     try:
-        idle = socket.create_connection(("127.0.0.1", server.port))  # connects, never says hello
+        deadline = time.monotonic() + 120
+        while "listening" not in _events(log) and server.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        idle = socket.create_connection(("127.0.0.1", port))  # connects, never says hello
         accepted = send("+tls", *pki.client, "+cf", pki.ca)
         idle.close()
         without_certificate = send("+tla", "+cf", pki.ca)
         untrusted = send("+tls", *pki.stranger, "+cf", pki.ca)
         plain = send()
     finally:
-        server.stop()
+        server.terminate()
+        assert server.wait(timeout=60) == 0, log.read_text()
     assert accepted.returncode == 0, accepted.stdout + accepted.stderr
-    assert [event["reason"] for event in pacs_events(caplog, "ignored")] == ["view position LL is not frontal (PA/AP)"]
+    events = _events(log)
+    assert [event["reason"] for event in events.get("ignored", [])] == ["view position LL is not frontal (PA/AP)"]
     assert without_certificate.returncode != 0 and untrusted.returncode != 0 and plain.returncode != 0
-    reasons = [event["reason"] for event in pacs_events(caplog, "association_rejected")]
+    reasons = [event["reason"] for event in events["association_rejected"]]
     assert len(reasons) == 4 and all(reason.startswith("TLS handshake failed") for reason in reasons), reasons
     said = " | ".join(reasons).replace("self signed", "self-signed")
     for why in ("closed the connection", "no client certificate", "self-signed certificate", "did not speak TLS"):  # the idle caller once it gave up, then the three refused
         assert why in said, reasons
+
+
+def _events(log: Path) -> dict[str, list[dict]]:
+    """The listener's JSON log lines by event name."""
+    events: dict[str, list[dict]] = {}
+    for line in log.read_text(errors="replace").splitlines():
+        if line.startswith("{"):
+            event = json.loads(line)
+            events.setdefault(event["event"], []).append(event)
+    return events
