@@ -186,7 +186,8 @@ class Trainer:
     network: nn.Module | None = None  # the model as the training step calls it (DDP under torchrun)
 
     def __post_init__(self) -> None:
-        self.network = self.network or self.model
+        if self.network is None:  # (not `or`: an nn.Sequential is falsy when empty)
+            self.network = self.model
 
     def batches(self, n: int) -> list[torch.Tensor]:
         """This epoch's global index batches: a seeded permutation, or class-balanced draws with
