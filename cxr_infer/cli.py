@@ -31,6 +31,7 @@ from cxr_infer.crash import EXIT_INTERNAL, one_line, write_crash_log
 from cxr_infer.gate import DEFAULT_MODE as DEFAULT_GATE_MODE, GATE_MODES
 from cxr_infer.errors import SKIPPED, error_kind, error_text, is_failure
 from cxr_infer.inputs import Input, counted, discover, is_labelled_folder, read_labels
+from cxr_infer.writers import WriterUnavailable
 from cxr_infer.overlay import DISPLAY_LONG_SIDE, FORMATS as OVERLAY_FORMATS, OverlayStyle, render_overlay, write_overlay
 from cxr_infer.plugins import PluginError, describe_plugins, get_plugin_manager
 from cxr_infer.progress import Progress
@@ -194,7 +195,10 @@ def run_classification(classifier: Classifier, options: RunOptions, report: Repo
     found = local_results(classifier, options, inputs, report) if results is None else results(classifier, options, inputs)
     options.out.mkdir(parents=True, exist_ok=True)
     results_path = options.out / f"results{writer_spec.extension}"
-    writer = writer_spec.factory(results_path, columns(classifier.classes, labelled))
+    try:
+        writer = writer_spec.factory(results_path, columns(classifier.classes, labelled))
+    except WriterUnavailable as error:
+        raise UsageFailure(str(error)) from error
     if not options.quiet:
         click.echo(f"model {classifier.info.path} (sha256 {classifier.info.sha256[:12]}), providers: {', '.join(classifier.providers)}", err=True)
     progress = Progress(total, enabled=not options.quiet)

@@ -82,6 +82,10 @@ class JsonLinesWriter:
         self._handle.close()
 
 
+class WriterUnavailable(RuntimeError):
+    """A writer that cannot run on this host (a missing optional package): a usage error, not a bug."""
+
+
 class ParquetWriter:
     """Apache Parquet, for archives too large for a spreadsheet (pyarrow: ``pip install 'cxr-toolkit[ray]'``).
 
@@ -98,7 +102,7 @@ class ParquetWriter:
             import pyarrow as pa
             import pyarrow.parquet as pq
         except ImportError as error:
-            raise RuntimeError(f"--format parquet needs pyarrow ({error}): pip install 'cxr-toolkit[ray]'") from error
+            raise WriterUnavailable(f"--format parquet needs pyarrow ({error}): pip install 'cxr-toolkit[ray]'") from error
         self._pa, self._columns = pa, list(columns)
         fields = [(name, pa.float64() if is_number_column(name) else pa.string()) for name in [*self._columns, "extra"]]
         self._schema = pa.schema(fields)

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import csv
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from cxr_infer.writers import available_writers
+from infer_support import ORIGINALS
 
 ROW = {"path": "a.png", "label": "covid", "error": ""}
 EXTRA = {"report": Path("/tmp/a.sr.dcm"), "score": np.float32(0.5)}
@@ -47,3 +50,13 @@ def test_parquet_keeps_the_csv_columns_with_numbers_as_doubles(tmp_path):
     assert table[0]["prob_covid"] == 0.25 and table[1]["prob_covid"] is None and table[1]["gate_score"] is None
     assert table[1]["path"] == "b\\udcff.png" and table[1]["error"] == "missing: no such file"
     assert json.loads(table[0]["extra"]) == {"report": "/tmp/a.sr.dcm", "score": "0.5"} and table[1]["extra"] == ""
+
+
+@pytest.mark.data
+def test_parquet_without_pyarrow_is_a_usage_error(tmp_path, tiny_model_path):
+    """No pyarrow on the host: exit 2 with the install hint, not an internal error (exit 3)."""
+    script = "import sys; sys.modules['pyarrow'] = None; from cxr_infer.cli import main; main()"
+    args = [str(ORIGINALS[12]), "--model", str(tiny_model_path), "--format", "parquet", "--out", str(tmp_path / "out"), "-q"]
+    done = subprocess.run([sys.executable, "-c", script, *args], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2, done.stderr
+    assert "--format parquet needs pyarrow" in done.stderr and "Traceback" not in done.stderr
