@@ -282,6 +282,7 @@ def _valid_rasters(corpus: Corpus) -> None:
         "aspect-2x2000.png": encode(gradient(2, 2000), ".png"),
         "two-pixels.png": encode(np.full((2, 2), 128, np.uint8), ".png"),
         "large-6000x6000.png": encode(np.zeros((6000, 6000), np.uint8), ".png"),  # 36 MP: under the limit, decoded
+        "large-6000x6000-bgra16.png": encode(np.zeros((6000, 6000, 4), np.uint16), ".png"),  # the most bytes a PNG under the limit decodes to
         "gray.jpg": encode(gray, ".jpg"),
         "rgb.jpeg": encode(rgb, ".jpeg"),
         "gray.jfif": encode(gray, ".jpg"),

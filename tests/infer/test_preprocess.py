@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import pytest
 
@@ -37,6 +38,16 @@ def test_alpha_is_composited_on_black():
     bgra[:4, :, 3] = 0
     gray = to_gray(bgra)
     assert np.all(gray[:4] == 0) and np.allclose(gray[4:], 200)
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.float32])
+def test_alpha_compositing_by_bands_equals_the_whole_image_at_once(dtype):
+    rng = np.random.default_rng(3)
+    scale = np.iinfo(dtype).max if np.issubdtype(dtype, np.integer) else 1.0
+    bgra = (rng.random((601, 37, 4)) * scale).astype(dtype)  # more rows than one band, and a short last band
+    alpha = bgra[:, :, 3:4].astype(np.float32) / scale
+    whole = cv2.cvtColor(bgra[:, :, :3].astype(np.float32) * alpha, cv2.COLOR_BGR2GRAY)
+    assert np.array_equal(to_gray(bgra), whole)
 
 
 def test_spec_round_trips_and_refuses_what_it_does_not_know():
