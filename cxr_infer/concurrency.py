@@ -12,9 +12,10 @@ The rule (``split_threads``):
   time; giving inference fewer threads on 2 cores would halve its speed to save little.
 - above that, a quarter of the cores (at least 2) become workers and onnxruntime gets the
   rest, so neither oversubscribes the host. The share follows the per-image costs measured
-  on the 2-core host: the pipeline's own work is roughly a third of the session's at the
-  shipped models' input sizes, and onnxruntime's intra-op scaling flattens well before 16
-  threads for one 96-128 px image, so a larger worker share costs inference little.
+  on the 2-core host (measurement 5): the pipeline's own work is a fifth (ResNet-50) to a half
+  (SimpleCNN) of the session's, and onnxruntime's intra-op scaling flattens well before 16
+  threads for 96-128 px images, so a quarter of the cores costs inference little. Not yet
+  measured on a 16-core host.
 """
 
 from __future__ import annotations
