@@ -203,6 +203,9 @@ def check_declared_size(path: Path, reader: str, max_pixels: int) -> None:
             cut = truncation(data) if data else "empty file (0 bytes)"
             if cut:
                 raise ReadError(cut, errors.TRUNCATED)
+            known = raster_format(data[:16])
+            if known:  # whole, with a valid signature, but sized by no parser: refused unsized, and named
+                raise ReadError(f"{known} in a layout whose image size cannot be read from its header (such as 64-bit float samples)", errors.UNSUPPORTED)
             raise ReadError("not a recognised image (no PNG, JPEG, BMP, TIFF, WebP or other known image header)", errors.NOT_AN_IMAGE)
         if size is not None and reader == "raster" and size.format not in DECODED_FORMATS:
             raise ReadError(f"{size.format} images are not read (a known format, but not one of PNG, JPEG, BMP, TIFF, WebP, JPEG 2000, PNM)", errors.UNSUPPORTED)

@@ -310,6 +310,7 @@ def _valid_rasters(corpus: Corpus) -> None:
         exif = Image.Exif()
         exif[0x0112] = orientation
         corpus.file(f"exif-orientation-{orientation}.jpg", pil_bytes(Image.fromarray(gradient(48, 32)), "JPEG", exif=exif))
+    corpus.file("float64.tif", encode(np.dstack([gradient(dtype=np.float64)] * 3), ".tiff"), Expected("unsupported", "TIFF in a layout whose image size cannot be read"))
     corpus.file("ico-content.png", pil_bytes(Image.fromarray(gradient()), "ICO"), Expected("unsupported", "ICO images are not read"))
     too_small = Expected("unsupported", "too small to classify")
     corpus.file("one-pixel.png", encode(np.full((1, 1), 128, np.uint8), ".png"), too_small)
