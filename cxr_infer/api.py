@@ -189,7 +189,7 @@ class Classifier:
         target = self._explain_target(explain, explain_class)
         mode = check_mode(gate or self.gate)
         if mode != "off" and self._gate_model is None:
-            self._gate_model = GateModel.load(None, self._device, self._threads)
+            self._gate_model = GateModel.load(None, self._device, split_threads(self._threads).intra_op)
         return stream(
             enumerate(images),
             lambda numbered: self._load(numbered, mode != "off", decode_long_side),
