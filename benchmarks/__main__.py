@@ -110,15 +110,18 @@ def int8_command(fp32_files, int8_files, recipes, batches, repeats, threads, cal
 @click.option("--batches", default="1,8,32", show_default=True)
 @click.option("--threads", type=click.IntRange(1), default=2, show_default=True, help="Cores for the pipeline and the bare session alike.")
 @click.option("--repeats", type=click.IntRange(1), default=5, show_default=True)
-@click.option("--images", type=click.IntRange(1), default=32, show_default=True, help="cxr3-external images in the folder.")
+@click.option("--images", type=click.IntRange(1), default=32, show_default=True, help="Images of the folder to run on.")
+@click.option("--folder", type=click.Choice(("cxr3-external", "originals")), default="cxr3-external", show_default=True,
+              help="cxr3-external: 224-320 px JPEGs; originals: 500-2059 px JPEG/PNG/WebP (results-pipeline-originals.json).")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=HERE, show_default=True)
-def pipeline_command(models, batches, threads, repeats, images, out) -> None:
+def pipeline_command(models, batches, threads, repeats, images, folder, out) -> None:
     """Measurement 5: cxr-infer's folder pipeline with --explain against the bare session (new
     defaults and old settings interleaved), per-step costs, threads against processes; writes
     results-pipeline.json and RESULTS.md."""
     from benchmarks.folder import run_pipeline
 
-    click.echo(f"pipeline: {run_pipeline(models.split(','), list(_ints(batches)), threads, repeats, images, out)}", err=True)
+    path = run_pipeline(models.split(","), list(_ints(batches)), threads, repeats, images, out, folder)
+    click.echo(f"pipeline: {path}", err=True)
     click.echo(report.render(out))
 
 

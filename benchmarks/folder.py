@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
-from benchmarks.inputs import EXTERNAL, Labelled
+from benchmarks.inputs import DATA, EXTERNAL, Labelled
 from benchmarks.machine import describe, load_average
 from benchmarks.sessions import open_session
 from benchmarks.timing import Summary, interleave, paired_ratio
@@ -50,7 +50,8 @@ from cxr_infer.gate import GateModel, bundled_gate, inspect
 from cxr_infer.gradcam import upsample
 from cxr_infer.overlay import OverlayStyle, render_overlay, write_overlay
 from cxr_infer.preprocess import PreprocessSpec, preprocess
-from cxr_infer.readers import available_readers, read_image
+from cxr_infer.image_header import raster_size
+from cxr_infer.readers import RASTER_EXTENSIONS, available_readers, read_image
 from cxr_infer.session import open_session as product_session, read_contract
 
 BARE = "bare session"
@@ -162,14 +163,31 @@ def measure(name: str, files: list[Path], batches: list[int], threads: int, repe
     return records
 
 
-def run_pipeline(models: list[str], batches: list[int], threads: int, repeats: int, images: int, out: Path) -> Path:
-    """Measurement 5 into ``out/results-pipeline.json``."""
-    files = list(Labelled.discover(EXTERNAL).take(images).files)
+def folder_files(folder: str, images: int) -> list[Path]:
+    """The first ``images`` files of a folder: ``cxr3-external`` (224-320 px JPEGs, the classes
+    interleaved) or ``originals`` (full-resolution JPEG, PNG and WebP files of 500-2059 px)."""
+    if folder == "cxr3-external":
+        return list(Labelled.discover(EXTERNAL).take(images).files)
+    return sorted(p for p in (DATA / folder).iterdir() if p.suffix.lower() in RASTER_EXTENSIONS)[:images]
+
+
+def describe_files(files: list[Path]) -> str:
+    """Formats and the range of short sides, as the headers declare them."""
+    sizes = [raster_size(p) for p in files]
+    formats = ", ".join(sorted({s.format for s in sizes if s}))
+    shorts = [min(s.width, s.height) for s in sizes if s]
+    return f"{formats}, short side {min(shorts)}-{max(shorts)} px"
+
+
+def run_pipeline(models: list[str], batches: list[int], threads: int, repeats: int, images: int, out: Path,
+                 folder: str = "cxr3-external") -> Path:
+    """Measurement 5 into ``out/results-pipeline.json`` (another folder: ``results-pipeline-FOLDER.json``)."""
+    files = folder_files(folder, images)
     result: dict[str, Any] = {
         "generated_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "command": "python -m benchmarks " + " ".join(sys.argv[1:]),
         "config": {"models": models, "batches": batches, "threads": threads, "repeats": repeats, "images": len(files),
-                   "folder": EXTERNAL.name, "settings": {v: vars(s) for v, s in SETTINGS.items()}},
+                   "folder": folder, "files": describe_files(files), "settings": {v: vars(s) for v, s in SETTINGS.items()}},
         "machine": describe(),
         "load_before": load_average(),
     }
@@ -181,7 +199,7 @@ def run_pipeline(models: list[str], batches: list[int], threads: int, repeats: i
         del record["samples"]
     result["load_after"] = load_average()
     out.mkdir(parents=True, exist_ok=True)
-    path = out / "results-pipeline.json"
+    path = out / ("results-pipeline.json" if folder == "cxr3-external" else f"results-pipeline-{folder}.json")
     path.write_text(json.dumps(result, indent=1, default=str) + "\n")
     return path
 
@@ -192,9 +210,9 @@ def pipeline_section(result: dict[str, Any]) -> list[str]:
 
     c = result["config"]
     batches = sorted({r["batch"] for r in result["pipeline"]})
-    lines = ["## 5. Folder pipeline vs bare session", "",
+    lines = [f"## 5. Folder pipeline vs bare session: {c['folder']}", "",
              f"Generated {result['generated_at']} by `{result['command']}`: `cxr-infer --explain` on {c['images']} "
-             f"`{c['folder']}` images (JPEG, short side 224-320 px) with the model loaded once, against the bare "
+             f"`{c['folder']}` images ({c.get('files', 'JPEG, short side 224-320 px')}) with the model loaded once, against the bare "
              f"session on the same images already preprocessed; {c['repeats']} interleaved repeats, ratios per repeat.",
              "", *machine_section({**result, "config": c})]
     rows = []

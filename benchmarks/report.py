@@ -231,8 +231,8 @@ def render(out: Path) -> Path:
     for part in PARTS:
         if part in results:
             lines += sections[part](results[part])
-    for name, module, section in (("pipeline", "folder", "pipeline_section"), ("decode", "decode", "decode_section")):
-        if (extra := out / f"results-{name}.json").exists():  # python -m benchmarks pipeline / decode-agreement
+    for pattern, module, section in (("pipeline*", "folder", "pipeline_section"), ("decode", "decode", "decode_section")):
+        for extra in sorted(out.glob(f"results-{pattern}.json")):  # python -m benchmarks pipeline / decode-agreement
             lines += getattr(import_module(f"benchmarks.{module}"), section)(json.loads(extra.read_text()))
     if (gate_results := out / "results-gate.json").exists():  # python -m benchmarks gate
         from benchmarks.gate import gate_section
