@@ -43,6 +43,9 @@ def open_session(
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.log_severity_level = 3
+    # As cxr_infer's sessions run since issue 16: idle threads sleep. Spinning ones also took a
+    # core from whichever variant ran next in the interleaved order (benchmarks/timing.py).
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     if not optimize:
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     if profile_prefix is not None:
