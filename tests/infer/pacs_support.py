@@ -173,6 +173,10 @@ def send_datasets(datasets: Sequence[Dataset], port: int, aet: str) -> list[int]
     """C-STORE ``datasets`` over one association (pynetdicom SCU); returns the status codes."""
     sender = AE(ae_title="TESTSCU")
     sender.requested_contexts = StoragePresentationContexts
+    # pynetdicom's default 30 s wait for a C-STORE response was exceeded once in a full `pytest -n 2`
+    # (20 associations beside the torchrun and Ray tests on 2 cores): these tests count losses and
+    # duplicates, not latency, so a loaded CI host gets more time before the sender gives up.
+    sender.dimse_timeout = 120
     assoc = sender.associate("127.0.0.1", port, ae_title=aet)
     if not assoc.is_established:
         raise ConnectionError(f"no association with {aet} on port {port}")
