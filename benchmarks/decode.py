@@ -13,7 +13,6 @@ to decode, by the rule and in full.
 from __future__ import annotations
 
 import datetime as dt
-import json
 import sys
 import time
 from pathlib import Path
@@ -22,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from benchmarks.inputs import DATA, EXTERNAL
-from benchmarks.machine import describe, load_average
+from benchmarks.machine import describe, load_average, save_results
 from cxr_infer.api import DECODE_MARGIN
 from cxr_infer.bundled import resolve_model
 from cxr_infer.contract import INPUT, PROBS
@@ -122,11 +121,7 @@ def run_decode_agreement(models: list[str], out: Path, limit: int | None = None)
         entry["decode_min_side"] = min(m["min_side"] for m in entry["models"])
         entry["decode_ms"] = decode_time(files, entry["decode_min_side"])
         result["folders"][folder] = entry
-    result["load_after"] = load_average()
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / "results-decode.json"
-    path.write_text(json.dumps(result, indent=1) + "\n")
-    return path
+    return save_results(result, out, "results-decode.json")
 
 
 def _is_jpeg(path: Path) -> bool:

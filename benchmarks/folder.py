@@ -24,7 +24,6 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import io
-import json
 import multiprocessing
 import shutil
 import sys
@@ -39,7 +38,7 @@ import numpy as np
 import onnxruntime as ort
 
 from benchmarks.inputs import DATA, EXTERNAL, Labelled
-from benchmarks.machine import describe, load_average
+from benchmarks.machine import describe, load_average, save_results
 from benchmarks.sessions import open_session
 from benchmarks.timing import Summary, interleave, paired_ratio
 from cxr_infer.api import DECODE_MARGIN, Classifier
@@ -197,11 +196,7 @@ def run_pipeline(models: list[str], batches: list[int], threads: int, repeats: i
         result["workers"] = workers(files, spec, Path(tmp) / "workers", repeats)
     for record in result["pipeline"]:
         del record["samples"]
-    result["load_after"] = load_average()
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / ("results-pipeline.json" if folder == "cxr3-external" else f"results-pipeline-{folder}.json")
-    path.write_text(json.dumps(result, indent=1, default=str) + "\n")
-    return path
+    return save_results(result, out, "results-pipeline.json" if folder == "cxr3-external" else f"results-pipeline-{folder}.json")
 
 
 def pipeline_section(result: dict[str, Any]) -> list[str]:

@@ -16,7 +16,6 @@
 from __future__ import annotations
 
 import csv
-import json
 import time
 from collections import defaultdict
 from collections.abc import Callable
@@ -26,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from benchmarks.inputs import DATA
-from benchmarks.machine import describe, load_average
+from benchmarks.machine import describe, load_average, save_results
 from benchmarks.timing import Summary, interleave, paired_ratio
 from cxr_infer.bundled import bundled_models
 from cxr_infer.contract import INPUT, PROBS
@@ -170,11 +169,8 @@ def run_gate(gate: Path | None, loco: list[Path], models: list[str], repeats: in
         "loco": loco_rejection(loco),
         "false_rejects": false_rejects(model),
         "cost": cost(model, models, repeats, cost_images),
-        "load_after": load_average(),
     }
-    path = out / "results-gate.json"
-    path.write_text(json.dumps(results, indent=2) + "\n")
-    return path
+    return save_results(results, out, "results-gate.json")
 
 
 def _pct(entry: dict[str, Any]) -> str:

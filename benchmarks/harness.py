@@ -7,7 +7,6 @@ own ``results-<part>.json``, so a GPU host adds its part without discarding the 
 from __future__ import annotations
 
 import datetime as dt
-import json
 import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -97,8 +96,4 @@ def run_part(part: str, config: Config, out: Path) -> Path:
         result.setdefault("skipped", []).extend(
             {"model": m.arch, "reason": f"no fp32 ONNX file: {m.source}"} for m in found if m not in models
         )
-    result["load_after"] = machine.load_average()
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / f"results-{part}.json"
-    path.write_text(json.dumps(result, indent=1, default=str) + "\n")
-    return path
+    return machine.save_results(result, out, f"results-{part}.json")

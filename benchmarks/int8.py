@@ -11,7 +11,6 @@ asks for both figures of every variant tried; ``python -m benchmarks int8`` writ
 from __future__ import annotations
 
 import datetime as dt
-import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -89,11 +88,7 @@ def run_int8(fp32_files: list[Path], int8_files: list[Path], recipes: list[str],
                           "agreement": agreement(path), "speed": [r for r in speed if r["variant"] == name]}
                          for name, path in variants.items()],
         })
-    result["load_after"] = machine.load_average()
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / "results-int8.json"
-    path.write_text(json.dumps(result, indent=1, default=str) + "\n")
-    return path
+    return machine.save_results(result, out, "results-int8.json")
 
 
 def int8_section(result: dict[str, Any]) -> list[str]:

@@ -7,6 +7,7 @@ instruction-set extensions (VNNI, AMX), so these are recorded with every run.
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import platform
 import shutil
@@ -85,3 +86,13 @@ def describe() -> dict[str, Any]:
         "os": f"{platform.system()} {platform.release()}",
         "versions": versions(),
     }
+
+
+def save_results(result: dict[str, Any], out: Path, name: str) -> Path:
+    """Stamp the load average after the measurement and write ``out/name`` (JSON): every part's
+    figures end the same way, so RESULTS.md can always say how busy the host was."""
+    result["load_after"] = load_average()
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / name
+    path.write_text(json.dumps(result, indent=1, default=str) + "\n")
+    return path

@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import io
-import json
 import shutil
 import subprocess
 import sys
@@ -142,7 +141,7 @@ def browser_figures(page: Path, repeats: int) -> dict[str, Any]:
                 loads.append({**driver.execute_script(NAVIGATION), **driver.execute_script(INTERACT)})
             finally:
                 driver.quit()
-    summary = {key: Summary.of([load[key] for load in loads if load[key] is not None]).as_dict()
+    summary = {key: _summary([load[key] for load in loads if load[key] is not None])
                for key in ("load_ms", "dom_ms", "fcp_ms", "sort_ms", "filter_ms")}
     return {"rows": loads[0]["rows"], "samples": loads, "ms": summary, "target_ms": RENDER_TARGET_MS,
             "met": summary["load_ms"]["median"] <= RENDER_TARGET_MS, "chromium": _chromium_version(chromium)}
@@ -182,11 +181,7 @@ def run_report_page(model: str, images: int, batch: int, threads: int, repeats: 
         result["sizes_kb"] = {"page": (work / "report" / REPORT_FILE).stat().st_size / 1024,
                               "thumbnails": sum(p.stat().st_size for p in (work / "report" / "thumbnails").rglob("*.jpg")) / 1024}
         result["browser"] = browser_figures(work / "report" / REPORT_FILE, loads)
-    result["load_after"] = machine.load_average()
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / "results-report-page.json"
-    path.write_text(json.dumps(result, indent=1, default=str) + "\n")
-    return path
+    return machine.save_results(result, out, "results-report-page.json")
 
 
 def report_page_section(result: dict[str, Any]) -> list[str]:
@@ -234,5 +229,12 @@ def parts_ratio(result: dict[str, Any]) -> float:
     return 1 + extra / (images / result["img_s"][WITHOUT]["median"])
 
 
-def _spread(s: dict[str, float], digits: int = 2) -> str:
+def _summary(values: list[float]) -> dict[str, float] | None:
+    """None when chromium reported no sample (a loaded host may never report a first paint)."""
+    return Summary.of(values).as_dict() if values else None
+
+
+def _spread(s: dict[str, float] | None, digits: int = 2) -> str:
+    if s is None:
+        return "not reported"
     return f"{s['median']:.{digits}f} [{s['q1']:.{digits}f}-{s['q3']:.{digits}f}]"

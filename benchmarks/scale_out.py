@@ -25,7 +25,7 @@ from click.testing import CliRunner
 import numpy as np
 
 from benchmarks.inputs import DATA, EXTERNAL, Labelled
-from benchmarks.machine import describe, load_average
+from benchmarks.machine import describe, load_average, save_results
 from benchmarks.models import read_info
 from benchmarks.sessions import open_session
 from benchmarks.timing import Summary
@@ -82,15 +82,11 @@ def run_scale_out(model: str, images: int, threads: int, batch: int, repeats: in
     originals = tuple(sorted(p for folder in ("originals", "dicom") for p in (DATA / folder).iterdir()))
     record["stage_ms"] = {"benchmark images": stage_ms(model, Labelled.discover(EXTERNAL).take(images).files, threads, batch),
                           "originals": stage_ms(model, originals, threads, batch)}  # full-size files, as archives hold
-    record["load_after"] = load_average()
     record["img_s"] = {name: summarise(times["all"], times["one"], images) for name, times in samples.items()}
     record["ray_vs_plain"] = {key: record["img_s"]["ray"][key]["median"] / record["img_s"]["plain"][key]["median"]
                               for key in ("end_to_end", "marginal")}
     record["samples_s"] = samples
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / "results-scale-out.json"
-    path.write_text(json.dumps(record, indent=2) + "\n")
-    return path
+    return save_results(record, out, "results-scale-out.json")
 
 
 def stage_ms(model: str, files: tuple[Path, ...], threads: int, batch: int) -> dict[str, float]:
