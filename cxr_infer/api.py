@@ -20,6 +20,7 @@ from cxr_infer.concurrency import split_threads
 from cxr_infer.errors import error_text
 from cxr_infer.bundled import resolve_model
 from cxr_infer.dicom import dataset_to_image
+from cxr_infer.image_header import raster_size
 from cxr_infer.gate import DEFAULT_MODE, GateModel, GateResult, Inspection, check_mode, dicom_header, inspect
 from cxr_infer.pipeline import stream
 from cxr_infer.preprocess import preprocess
@@ -172,11 +173,13 @@ class Classifier:
     ) -> Iterator[tuple[Prediction, dict[str, Any]]]:
         """Lazily classify an iterable of any length; yields ``(prediction, fields)`` in input order.
 
-        Files are decoded only as large as needed (:func:`cxr_infer.readers.read_image`): a JPEG
-        is scaled down in the decoder while its short side keeps :data:`DECODE_MARGIN` times the
-        model's input side and its long side ``decode_long_side`` (what annotators need, such as
-        an overlay's display size); ``None`` decodes every file at full size. Heatmaps and
-        annotators get the image as decoded.
+        Files are decoded only as large as needed (:func:`cxr_infer.readers.read_image`): for the
+        model, a JPEG is scaled down in the decoder while its short side keeps
+        :data:`DECODE_MARGIN` times the model's input side, whatever is asked for display, so
+        the answers are the same with or without heatmaps. Heatmaps and annotators get an image
+        whose long side is at least ``decode_long_side`` (what an overlay's display size needs;
+        ``None``: every file's own size; 0: the model's decode), decoded a second time only
+        when the model's decode is smaller than that.
 
         Each annotator runs in a worker thread on every classified image as
         ``annotator(prediction, decoded_image) -> dict`` (for example writing an overlay and
@@ -232,26 +235,44 @@ class Classifier:
         index, item = numbered
         source = _source_name(index, item)
         try:
-            image = self._decode(item, long_side)
+            image, display = self._decode(item, long_side)
             inspection = inspect(image, _header(item)) if gated else None
-            return _Loaded(source, image, preprocess(image, self.info.preprocess), inspection=inspection)
+            return _Loaded(source, display, preprocess(image, self.info.preprocess), inspection=inspection)
         except ReadError as error:
             return _Loaded(source, error=error_text(error.kind, str(error)))
         except Exception as error:
             return _Loaded(source, error=error_text(errors.INTERNAL, f"{type(error).__name__}: {error}"))
 
-    def _decode(self, item: ImageInput, long_side: int | None) -> np.ndarray:
+    def _decode(self, item: ImageInput, long_side: int | None) -> tuple[np.ndarray, np.ndarray]:
+        """``(model image, display image)``. The model always sees the decode its own input size
+        asks for, so an answer never depends on ``--explain`` or the overlay size; heatmaps and
+        annotators get a second, larger decode only when they need more than that and the file
+        was decoded reduced."""
         if isinstance(item, (str, Path)):
-            if long_side is None:
-                return read_image(item, self._readers, self._max_pixels)
             short_side = DECODE_MARGIN * self.info.preprocess.size
-            return read_image(item, self._readers, self._max_pixels, min_side=short_side, min_long_side=long_side)
+            image = read_image(item, self._readers, self._max_pixels, min_side=short_side)
+            return image, self._display_image(Path(item), image, long_side)
         if isinstance(item, Dataset):
-            return dataset_to_image(item, self._max_pixels)
+            image = dataset_to_image(item, self._max_pixels)
+            return image, image
         if isinstance(item, np.ndarray):
-            return _checked_array(item)
+            image = _checked_array(item)
+            return image, image
         what = "None" if item is None else f"a {type(item).__name__}"
         raise ReadError(f"cannot classify {what}: pass a path (str or Path), a numpy image or a pydicom Dataset", errors.INVALID_INPUT)
+
+    def _display_image(self, path: Path, image: np.ndarray, long_side: int | None) -> np.ndarray:
+        """The model's decode when it is large enough for display (``long_side`` 0: any size;
+        ``None``: the file's own size), else the file decoded again at the size asked."""
+        have = max(image.shape[:2])
+        if long_side == 0 or (long_side is not None and have >= long_side):
+            return image
+        declared = raster_size(path)
+        if declared is None or max(declared.width, declared.height) <= have:
+            return image  # decoded whole already
+        if long_side is None:
+            return read_image(path, self._readers, self._max_pixels)
+        return read_image(path, self._readers, self._max_pixels, min_side=DECODE_MARGIN * self.info.preprocess.size, min_long_side=long_side)
 
     def _infer(self, batch: list[_Loaded], explain: bool, target: int | None, mode: str) -> list[_Output | None]:
         """Gate the batch's readable images, then run the session once on those it lets through

@@ -82,7 +82,7 @@ def test_full_decode_on_request_gives_full_size_heatmaps(classifier):
     full = classifier.predict_one(path, explain=True, decode_long_side=None)
     assert full.heatmap.shape == read_image(path).shape[:2] and reduced.heatmap.shape != full.heatmap.shape
     assert full.label == reduced.label
-    assert full.probabilities == pytest.approx(reduced.probabilities, abs=0.05)
+    assert full.probabilities == reduced.probabilities  # the display size never changes the answer
 
 
 @pytest.mark.data
