@@ -78,7 +78,10 @@ class RayEngine:
         ray = _import_ray()
         started = not ray.is_initialized()
         if started:
-            ray.init(**({"address": self.address} if self.address else {"include_dashboard": False}), logging_level="WARNING")
+            try:
+                ray.init(**({"address": self.address} if self.address else {"include_dashboard": False}), logging_level="WARNING")
+            except (ConnectionError, RuntimeError, ValueError) as error:  # a wrong --ray-address, no cluster there
+                raise UsageFailure(f"cannot start or reach Ray ({self.address or 'a local instance'}): {error}") from error
         return self._results(ray, started, classifier, options, inputs)
 
     def _results(self, ray: Any, started: bool, classifier: Classifier, options: RunOptions, inputs: Iterable[Input]) -> Iterator[Result]:

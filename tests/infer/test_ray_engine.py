@@ -106,3 +106,19 @@ def test_ray_engine_refusals_are_usage_errors(monkeypatch, tmp_path) -> None:
     missing = CliRunner().invoke(main, args)
     assert missing.exit_code == 2 and "pip install 'cxr-toolkit[ray]'" in missing.output
     assert not (tmp_path / "results.csv").exists()
+
+
+def test_an_unreachable_ray_cluster_is_a_usage_error(monkeypatch, tmp_path) -> None:
+    """A wrong --ray-address: exit 2 naming the address, not an internal error with a crash log."""
+    ray = pytest.importorskip("ray", reason="the [ray] extra")
+
+    def unreachable(**kwargs):
+        raise ConnectionError(f"could not connect to {kwargs.get('address')}")
+
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "init", unreachable)
+    image = Path(__file__).resolve().parents[2] / "exported" / "samples" / "covid_cxnet_1.jpg"
+    args = [str(image), "--model", "simplecnn", "--out", str(tmp_path), "--engine", "ray", "--ray-address", "10.0.0.9:6379"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 2, result.output
+    assert "cannot start or reach Ray (10.0.0.9:6379)" in result.output
