@@ -92,7 +92,9 @@ class ParquetWriter:
     The CSV's columns and ``extra``: probabilities and the gate score as nullable doubles (empty:
     null), the rest as text, written as the CSV writes it (unencodable values as their text, a
     name that is not valid UTF-8 with ``\\udcXX`` escapes). Rows go out in row groups of
-    :attr:`ROW_GROUP`, so a crash loses at most the last group.
+    :attr:`ROW_GROUP` to bound memory; the file is readable only once closed (Parquet's footer
+    is written last), so a run killed midway leaves no readable Parquet: use CSV or JSON Lines
+    where a partial file must survive a crash.
     """
 
     ROW_GROUP = 10_000

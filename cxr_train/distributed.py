@@ -17,6 +17,7 @@ one-process run with the same seed (up to BatchNorm, see :meth:`World.prepare`).
 from __future__ import annotations
 
 import os
+from datetime import timedelta
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -121,8 +122,16 @@ def start() -> World:
     world = World(int(os.environ["RANK"]), size, int(os.environ.get("LOCAL_RANK", "0")))
     if torch.cuda.is_available():
         torch.cuda.set_device(world.local_rank)
-    dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo", timeout=collective_timeout())
     return world
+
+
+def collective_timeout() -> timedelta:
+    """How long a process waits in a collective for the others. Rank 0 works alone while they
+    wait (decoding the data set first on each node, scoring val and writing checkpoints every
+    epoch, calibrating at the end): on a large data set that outlasts torch's default (10-30
+    min), so the default here is 6 hours, and ``CXR_DDP_TIMEOUT_MIN`` sets it."""
+    return timedelta(minutes=float(os.environ.get("CXR_DDP_TIMEOUT_MIN", "360")))
 
 
 @contextmanager
