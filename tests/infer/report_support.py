@@ -20,6 +20,8 @@ from cxr_infer.cli import main
 
 CLASSES = ("covid", "normal", "pneumonia")
 PER_CLASS = 4
+HOSTILE_NAME = '"><img src=x onerror=alert(1)><svg onload=alert(2)>.png'  # must show as text, never run
+NAMED = {1: "case #1 a.png", 6: HOSTILE_NAME}  # names a URL or the page could get wrong
 
 
 def generated_radiograph(seed: int, bits: int = 8) -> np.ndarray:
@@ -40,8 +42,9 @@ def make_labelled_folder(folder: Path) -> Path:
         (folder / label).mkdir(parents=True)
         for i in range(PER_CLASS):
             seed = k * PER_CLASS + i
-            name = f"case #{seed} a.png" if seed == 1 else f"img{seed:02d}.{'jpg' if i == 3 else 'png'}"
-            cv2.imwrite(str(folder / label / name), generated_radiograph(seed, bits=16 if i == 2 else 8))
+            name = NAMED.get(seed, f"img{seed:02d}.{'jpg' if i == 3 else 'png'}")
+            _, encoded = cv2.imencode(Path(name).suffix, generated_radiograph(seed, bits=16 if i == 2 else 8))
+            (folder / label / name).write_bytes(encoded.tobytes())  # cv2.imwrite silently skips some names
     (folder / "normal" / "broken.png").write_bytes(b"this is not an image\n" * 8)
     (folder / "notes.txt").write_text("not an input\n")
     return folder

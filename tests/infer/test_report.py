@@ -11,6 +11,7 @@ import urllib.parse
 from html.parser import HTMLParser
 from pathlib import Path
 
+import markupsafe
 import numpy as np
 import pytest
 from click.testing import CliRunner
@@ -19,7 +20,7 @@ from cxr_infer import __version__
 from cxr_infer.cli import main
 from cxr_infer.report.page import relative_url
 from cxr_infer.report.thumbnails import SIDE, thumbnail
-from report_support import CLASSES, make_labelled_folder, results, run_json, run_report
+from report_support import CLASSES, HOSTILE_NAME, make_labelled_folder, results, run_json, run_report
 
 
 class Page(HTMLParser):
@@ -79,6 +80,17 @@ def test_the_page_has_every_row_misclassified_first_with_images_that_exist(repor
     assert any("%23" in src and "%20" in src for src in page.images)  # "case #1 a.png", encoded
     assert page.svgs == 2  # ROC curves and reliability diagram, inline
     assert page.external == []  # offline: nothing from another host
+
+
+def test_a_hostile_file_name_is_shown_as_text_and_linked_encoded(report_run):
+    out, _ = report_run
+    html = (out / "report.html").read_text(encoding="utf-8")
+    assert "<img src=x" not in html and "<svg onload" not in html
+    assert str(markupsafe.escape(HOSTILE_NAME)) in html  # the name as text, escaped as the template escapes
+    assert f'href="../images/normal/{urllib.parse.quote(HOSTILE_NAME)}"' in html  # the link to the input
+    stem = urllib.parse.quote(Path(HOSTILE_NAME).stem)
+    images = [src for src in Page(html).images if stem in src]
+    assert len(images) == 2 and all((out / urllib.parse.unquote(src)).is_file() for src in images)  # thumbnail, overlay
 
 
 def test_the_page_names_the_model_and_shows_the_metrics_of_metrics_json(report_run, tiny_model_path):
