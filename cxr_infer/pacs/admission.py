@@ -7,11 +7,13 @@
 - **How many.** Beyond ``--max-associations`` a new connection waits in the listen backlog
   until one ends, instead of being rejected: a PACS that opens 50 associations at once gets 50
   successes, and CPU stays bounded by the worker processes anyway.
-- **TLS.** The handshake runs in the connection's own thread, within
-  :data:`TLS_HANDSHAKE_TIMEOUT_S`, not in the accept loop (pynetdicom's place for it), where a
-  caller that connects and never says hello stalled every other caller. A failed handshake (no
-  client certificate, one the CA did not sign, plain DICOM on the TLS port) is logged with its
-  reason like any refused association.
+- **TLS.** The handshake runs in a thread of its own, within :data:`TLS_HANDSHAKE_TIMEOUT_S`,
+  not in the accept loop (pynetdicom's place for it), where a caller that connects and never
+  says hello stalled every other caller; and before the caller takes an association slot, so
+  callers that never finish a handshake cannot keep authenticated ones waiting. At most
+  :data:`TLS_HANDSHAKES` handshakes run at once (further connections wait in the backlog). A
+  failed handshake (no client certificate, one the CA did not sign, plain DICOM on the TLS
+  port) is logged with its reason like any refused association.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ CALLING_AET_NOT_RECOGNISED, CALLED_AET_NOT_RECOGNISED = 0x03, 0x07
 BACKLOG = 256  # connections waiting for a free association slot
 WAIT_POLL_S = 0.1
 TLS_HANDSHAKE_TIMEOUT_S = 30.0
+TLS_HANDSHAKES = 64  # handshakes in progress at once
 
 
 @dataclass(frozen=True)
@@ -102,15 +105,42 @@ class QueueingServer(ThreadedAssociationServer):
 
     def __init__(self, *args, max_associations: int, **kwargs):
         self._slots = threading.Semaphore(max_associations)
+        self._handshakes = threading.Semaphore(TLS_HANDSHAKES)
         self._stopping = threading.Event()
         super().__init__(*args, request_handler=_WholeAssociationHandler, **kwargs)
 
     def process_request(self, request, client_address) -> None:
-        while not self._slots.acquire(timeout=WAIT_POLL_S):
-            if self._stopping.is_set():
+        """Plain DICOM: wait for a slot, then serve in a thread. TLS: the handshake first, in a
+        thread of its own that holds no association slot (:meth:`_secure_then_serve`)."""
+        if self.ssl_context is None:
+            if not self._acquire(self._slots):
                 self.shutdown_request(request)
                 return
-        super().process_request(request, client_address)
+            super().process_request(request, client_address)
+            return
+        if not self._acquire(self._handshakes):
+            self.shutdown_request(request)
+            return
+        threading.Thread(target=self._secure_then_serve, args=(request, client_address), daemon=True).start()
+
+    def _secure_then_serve(self, request, client_address) -> None:
+        try:
+            secured = self._handshake(request, client_address)
+        finally:
+            self._handshakes.release()
+        if secured is None:
+            return
+        if not self._acquire(self._slots):
+            self.shutdown_request(secured)
+            return
+        self.process_request_thread(secured, client_address)
+
+    def _acquire(self, semaphore: threading.Semaphore) -> bool:
+        """Wait for ``semaphore``; False when the server stops first."""
+        while not semaphore.acquire(timeout=WAIT_POLL_S):
+            if self._stopping.is_set():
+                return False
+        return True
 
     def get_request(self) -> tuple[socket.socket, tuple[str, int]]:
         """Accept only; the TLS handshake waits for the connection's thread (:meth:`_handshake`)."""
@@ -118,10 +148,7 @@ class QueueingServer(ThreadedAssociationServer):
 
     def process_request_thread(self, request, client_address) -> None:
         try:
-            if self.ssl_context is not None:
-                request = self._handshake(request, client_address)
-            if request is not None:
-                super().process_request_thread(request, client_address)
+            super().process_request_thread(request, client_address)
         finally:
             self._slots.release()
 

@@ -34,6 +34,7 @@ from pynetdicom import AE
 from pynetdicom.sop_class import Verification
 
 from cxr_infer.pacs import spool as spool_module
+from cxr_infer.pacs.admission import TLS_HANDSHAKE_TIMEOUT_S
 from cxr_infer.pacs.listener import STATUS_CANNOT_UNDERSTAND, Listener, ListenerConfig
 from cxr_infer.pacs.spool import Spool, process_alive
 from cxr_infer.pacs.worker import ModelSpec
@@ -318,7 +319,8 @@ def _make_pki(folder: Path) -> _Pki:
 
 def test_tls_with_client_certificates_through_dcmtk_storescu(tmp_path, tiny_model_path):
     """``serve-dicom --tls-cert --tls-key --tls-ca`` takes dcmtk storescu with a certificate of
-    that CA, even while another caller sits connected without a handshake; it refuses one
+    that CA at once, even while another caller sits connected without a handshake and
+    --max-associations is 1 (a pending handshake holds no association slot); it refuses one
     without a certificate, one with a self-signed certificate and plain DICOM, and logs why."""
     storescu = _storescu_or_skip()
     if shutil.which("openssl") is None:
@@ -329,7 +331,7 @@ def test_tls_with_client_certificates_through_dcmtk_storescu(tmp_path, tiny_mode
     port, log = free_port(), tmp_path / "serve.log"
     tls = ["--tls-cert", pki.server[1], "--tls-key", pki.server[0], "--tls-ca", pki.ca]
     with open(log, "wb") as handle:
-        server = subprocess.Popen([*CLI, "serve-dicom", "--aet", AET, "--port", str(port), "--spool", str(tmp_path / "spool"), "--model", str(tiny_model_path), "--gate", "off", *map(str, tls)], stderr=handle)
+        server = subprocess.Popen([*CLI, "serve-dicom", "--aet", AET, "--port", str(port), "--spool", str(tmp_path / "spool"), "--model", str(tiny_model_path), "--gate", "off", "--max-associations", "1", *map(str, tls)], stderr=handle)
 
     def send(*options: str | Path) -> subprocess.CompletedProcess:
         command = [storescu, *map(str, options), "-aec", AET, "-to", "60", "-ta", "60", "127.0.0.1", str(port), str(tmp_path / "lateral.dcm")]
@@ -339,8 +341,11 @@ def test_tls_with_client_certificates_through_dcmtk_storescu(tmp_path, tiny_mode
         deadline = time.monotonic() + 120
         while "listening" not in _events(log) and server.poll() is None and time.monotonic() < deadline:
             time.sleep(0.2)
+        assert "listening" in _events(log), log.read_text()
         idle = socket.create_connection(("127.0.0.1", port))  # connects, never says hello
+        started = time.monotonic()
         accepted = send("+tls", *pki.client, "+cf", pki.ca)
+        waited = time.monotonic() - started
         idle.close()
         without_certificate = send("+tla", "+cf", pki.ca)
         untrusted = send("+tls", *pki.stranger, "+cf", pki.ca)
@@ -349,6 +354,7 @@ def test_tls_with_client_certificates_through_dcmtk_storescu(tmp_path, tiny_mode
         server.terminate()
         assert server.wait(timeout=60) == 0, log.read_text()
     assert accepted.returncode == 0, accepted.stdout + accepted.stderr
+    assert waited < TLS_HANDSHAKE_TIMEOUT_S - 5, f"the certified caller waited {waited:.1f} s behind the idle one"
     events = _events(log)
     assert [event["reason"] for event in events.get("ignored", [])] == ["view position LL is not frontal (PA/AP)"]
     assert without_certificate.returncode != 0 and untrusted.returncode != 0 and plain.returncode != 0
