@@ -203,6 +203,8 @@ def run_classification(classifier: Classifier, options: RunOptions, report: Repo
         click.echo(f"model {classifier.info.path} (sha256 {classifier.info.sha256[:12]}), providers: {', '.join(classifier.providers)}", err=True)
     progress = Progress(total, enabled=not options.quiet)
     scored = Scores(classifier.classes)
+    settings = _settings(classifier, options)
+    write_json(options.out / RUN_FILE, run_record(classifier, started_at, {}, settings, {"results": results_path.name}, finished=False))
     try:
         for item, prediction, fields in found:
             row = make_row(prediction, classifier.classes, fields, item.label, labelled)
@@ -219,7 +221,7 @@ def run_classification(classifier: Classifier, options: RunOptions, report: Repo
     click.echo(scored.summary(progress.count, progress.rate, results_path))
     metrics = _report_metrics(scored, options.out, options.labels, classifier) if scored.labelled else None
     files = {"results": results_path.name, "metrics": metrics and METRICS_FILE, "report": report and REPORT_FILE}
-    record = run_record(classifier, started_at, tally, _settings(classifier, options), files)
+    record = run_record(classifier, started_at, tally, settings, files)
     write_json(options.out / RUN_FILE, record)
     if report is not None:
         click.echo(f"report: {report.write(record, metrics, scored.truth, scored.probs)}")

@@ -31,15 +31,19 @@ def utc_now() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
 
 
-def run_record(classifier, started_at: str, tally: dict[str, Any], settings: dict[str, Any], files: dict[str, str | None]) -> dict[str, Any]:
-    """The content of ``run.json``: provenance, execution providers, start and end (UTC),
-    ``tally`` (inputs, counts per class, gate rejections, errors by kind, images/s), the
-    run's ``settings`` and its output ``files`` (relative to the output folder)."""
+def run_record(
+    classifier, started_at: str, tally: dict[str, Any], settings: dict[str, Any], files: dict[str, str | None], finished: bool = True
+) -> dict[str, Any]:
+    """The content of ``run.json``: provenance, execution providers, start and end (UTC;
+    ``finished_at`` is null in the record written as the run starts, so a run that never ends
+    still names its model), ``tally`` (inputs, counts per class, gate rejections, errors by
+    kind, images/s), the run's ``settings`` and its output ``files`` (relative to the output
+    folder)."""
     return {
         **model_provenance(classifier),
         "providers": list(classifier.providers),
         "started_at": started_at,
-        "finished_at": utc_now(),
+        "finished_at": utc_now() if finished else None,
         **tally,
         "settings": settings,
         "files": files,

@@ -17,7 +17,8 @@ import pytest
 from click.testing import CliRunner
 
 from cxr_infer import __version__
-from cxr_infer.cli import main
+from cxr_infer.api import Classifier
+from cxr_infer.cli import RunOptions, main, run_classification
 from cxr_infer.report.page import relative_url
 from cxr_infer.report.thumbnails import SIDE, thumbnail
 from report_support import CLASSES, HOSTILE_NAME, make_labelled_folder, results, run_json, run_report
@@ -117,6 +118,23 @@ def test_run_json_and_metrics_json_name_the_model_and_toolkit(report_run, tiny_m
     assert record["errors"] == {"not-an-image": 1} and record["skipped"] == 1
     assert record["files"] == {"results": "results.csv", "metrics": "metrics.json", "report": "report.html"}
     assert record["providers"] == ["CPUExecutionProvider"] and record["img_per_s"] > 0
+
+
+def test_a_run_that_never_ends_still_names_its_model_in_run_json(tmp_path, tiny_model_path):
+    """run.json is written as the run starts (finished_at null), so results of a run killed midway
+    can still be traced to their model."""
+    images = make_labelled_folder(tmp_path / "images")
+    out = tmp_path / "out"
+
+    def dies_midway(classifier, options, inputs):
+        raise KeyboardInterrupt  # as if the user pressed Ctrl-C at the first image
+        yield
+
+    with Classifier.load(tiny_model_path, threads=1, gate="off") as classifier, pytest.raises(KeyboardInterrupt):
+        run_classification(classifier, RunOptions((str(images / "covid"),), out, quiet=True), results=dies_midway)
+    record = run_json(out)
+    assert record["model"]["sha256"] == hashlib.sha256(Path(tiny_model_path).read_bytes()).hexdigest()
+    assert record["finished_at"] is None and record["started_at"] and record["files"] == {"results": "results.csv"}
 
 
 def test_without_report_run_json_is_written_but_no_page(tmp_path, tiny_model_path):
