@@ -169,7 +169,9 @@ def classify(paths, model_name, explain, explain_class, out, fmt, device, batch_
         if report:
             raise UsageFailure("--report is made by --engine local only")
         results = RayEngine(ray_address, LoadArgs(model_name, device, threads, gate, max_pixels))
-    classifier = load_classifier(model_name, device, threads, gate, max_pixels)
+    # On Ray the driver only checks the request and writes the rows: it loads on the CPU (a
+    # cluster's head node often has no GPU), and the actors load with the --device asked.
+    classifier = load_classifier(model_name, device if results is None else "cpu", threads, gate, max_pixels)
     with classifier, quiet_decoder_warnings() if quiet else contextlib.nullcontext():
         failed = run_classification(classifier, options, Report(out, classifier.classes) if report else None, results)
     sys.exit(EXIT_SOME_FAILED if failed else EXIT_OK)
@@ -204,7 +206,8 @@ def run_classification(classifier: Classifier, options: RunOptions, report: Repo
     progress = Progress(total, enabled=not options.quiet)
     scored = Scores(classifier.classes)
     settings = _settings(classifier, options)
-    write_json(options.out / RUN_FILE, run_record(classifier, started_at, {}, settings, {"results": results_path.name}, finished=False))
+    providers = getattr(results, "providers", None)  # an engine running elsewhere reports what its sessions got
+    write_json(options.out / RUN_FILE, run_record(classifier, started_at, {}, settings, {"results": results_path.name}, providers, finished=False))
     try:
         for item, prediction, fields in found:
             row = make_row(prediction, classifier.classes, fields, item.label, labelled)
@@ -221,7 +224,7 @@ def run_classification(classifier: Classifier, options: RunOptions, report: Repo
     click.echo(scored.summary(progress.count, progress.rate, results_path))
     metrics = _report_metrics(scored, options.out, options.labels, classifier) if scored.labelled else None
     files = {"results": results_path.name, "metrics": metrics and METRICS_FILE, "report": report and REPORT_FILE}
-    record = run_record(classifier, started_at, tally, settings, files)
+    record = run_record(classifier, started_at, tally, settings, files, providers)
     write_json(options.out / RUN_FILE, record)
     if report is not None:
         click.echo(f"report: {report.write(record, metrics, scored.truth, scored.probs)}")

@@ -72,6 +72,7 @@ class RayEngine:
 
     def __init__(self, address: str | None, load: LoadArgs):
         self.address, self.load = address, load
+        self.providers: list[str] = []  # the execution providers the actors' sessions got, as they report them
 
     def __call__(self, classifier: Classifier, options: RunOptions, inputs: Iterable[Input]) -> Iterator[Result]:
         local_results(classifier, options, ())  # refuses impossible --explain requests, as the plain run does
@@ -101,6 +102,7 @@ class RayEngine:
                 **per_actor,
             )
             for batch in classified.iter_batches(batch_size=None, batch_format="numpy"):
+                self.providers.extend(p for names in batch["providers"] for p in names.split(",") if p not in self.providers)
                 yield from (pickle.loads(blob) for blob in batch["result"])
         finally:
             if started:
@@ -123,7 +125,9 @@ class Worker:
         with quiet, tempfile.TemporaryDirectory(prefix="cxr-fetched-") as folder:
             local, remote = fetched(items, Path(folder))
             results = [restored(result, remote) for result in local_results(self.classifier, self.options, local)]
-        return {"result": np.array([pickle.dumps(result) for result in results], dtype=object)}
+        providers = ",".join(self.classifier.providers)
+        return {"result": np.array([pickle.dumps(result) for result in results], dtype=object),
+                "providers": np.array([providers] * len(results), dtype=object)}
 
 
 @dataclass(frozen=True)

@@ -32,16 +32,23 @@ def utc_now() -> str:
 
 
 def run_record(
-    classifier, started_at: str, tally: dict[str, Any], settings: dict[str, Any], files: dict[str, str | None], finished: bool = True
+    classifier,
+    started_at: str,
+    tally: dict[str, Any],
+    settings: dict[str, Any],
+    files: dict[str, str | None],
+    providers: list[str] | None = None,
+    finished: bool = True,
 ) -> dict[str, Any]:
     """The content of ``run.json``: provenance, execution providers, start and end (UTC;
     ``finished_at`` is null in the record written as the run starts, so a run that never ends
     still names its model), ``tally`` (inputs, counts per class, gate rejections, errors by
     kind, images/s), the run's ``settings`` and its output ``files`` (relative to the output
-    folder)."""
+    folder). ``providers``: those of the sessions that classified, when they are not the
+    ``classifier``'s own (another engine's workers)."""
     return {
         **model_provenance(classifier),
-        "providers": list(classifier.providers),
+        "providers": list(classifier.providers) if providers is None else list(providers),
         "started_at": started_at,
         "finished_at": utc_now() if finished else None,
         **tally,

@@ -11,6 +11,7 @@ same, so they normally agree exactly).
 from __future__ import annotations
 
 import csv
+import json
 import os
 import sys
 from pathlib import Path
@@ -76,6 +77,8 @@ def check_same_rows(inputs: list[str], tmp_path: Path) -> None:
         assert {k: v for k, v in mine.items() if k not in probabilities} == {k: v for k, v in theirs.items() if k not in probabilities}
         for column in probabilities:
             assert (mine[column] == theirs[column] == "") or float(mine[column]) == pytest.approx(float(theirs[column]), abs=1e-6)
+    record = json.loads((tmp_path / "ray" / "run.json").read_text())  # the actors' providers, not the driver's
+    assert record["providers"] == ["CPUExecutionProvider"] and record["finished_at"]
     errors = [row["error"].split(":")[0] for row in plain if row["error"]]
     assert sorted(errors) == ["missing", "not-an-image", "skipped", "skipped", "truncated"]
     assert {row["heatmap"] for row in plain if row["path"].endswith("img.jpg")} == {"heatmaps/img.jpg", "heatmaps/img-2.jpg"}
