@@ -169,9 +169,11 @@ def classify(paths, model_name, explain, explain_class, out, fmt, device, batch_
         if report:
             raise UsageFailure("--report is made by --engine local only")
         results = RayEngine(ray_address, LoadArgs(model_name, device, threads, gate, max_pixels))
-    # On Ray the driver only checks the request and writes the rows: it loads on the CPU (a
-    # cluster's head node often has no GPU), and the actors load with the --device asked.
-    classifier = load_classifier(model_name, device if results is None else "cpu", threads, gate, max_pixels)
+    # On a Ray cluster the driver only checks the request and writes the rows: it loads on the
+    # CPU (a head node often has no GPU), and the actors load with the --device asked. A local
+    # Ray runs on this host, so the driver checks the device here, before any actor starts.
+    on_cluster = results is not None and ray_address is not None
+    classifier = load_classifier(model_name, "cpu" if on_cluster else device, threads, gate, max_pixels)
     with classifier, quiet_decoder_warnings() if quiet else contextlib.nullcontext():
         failed = run_classification(classifier, options, Report(out, classifier.classes) if report else None, results)
     sys.exit(EXIT_SOME_FAILED if failed else EXIT_OK)

@@ -101,12 +101,22 @@ class RayEngine:
                 concurrency=actors,
                 **per_actor,
             )
-            for batch in classified.iter_batches(batch_size=None, batch_format="numpy"):
-                self.providers.extend(p for names in batch["providers"] for p in names.split(",") if p not in self.providers)
-                yield from (pickle.loads(blob) for blob in batch["result"])
+            try:
+                for batch in classified.iter_batches(batch_size=None, batch_format="numpy"):
+                    self.providers.extend(p for names in batch["providers"] for p in names.split(",") if p not in self.providers)
+                    yield from (pickle.loads(blob) for blob in batch["result"])
+            except ray.exceptions.RayActorError as error:  # an actor could not load the model (device, file, contract)
+                raise UsageFailure(f"the Ray actors could not start: {actor_failure(error)}") from error
         finally:
             if started:
                 ray.shutdown()
+
+
+def actor_failure(error: Exception) -> str:
+    """The reason an actor died, in one line: the last ``SomeError: ...`` line Ray's text carries
+    (for example the DeviceError of ``--device cuda`` on actors without a GPU)."""
+    reasons = re.findall(r"^\s*(?:[\w.]+\.)?(\w+Error: .+)$", str(error), flags=re.MULTILINE)
+    return reasons[-1] if reasons else str(error).splitlines()[0]
 
 
 class Worker:

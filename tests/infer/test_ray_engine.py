@@ -125,3 +125,14 @@ def test_an_unreachable_ray_cluster_is_a_usage_error(monkeypatch, tmp_path) -> N
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 2, result.output
     assert "cannot start or reach Ray (10.0.0.9:6379)" in result.output
+
+
+def test_an_actor_that_cannot_load_is_named_by_its_reason() -> None:
+    """Ray's text of a dead actor is a long traceback; the usage error keeps its last error line."""
+    from cxr_infer.distributed import actor_failure
+
+    text = ("The actor died because of an error raised in its creation task, ray::MapWorker.__init__()\n"
+            "Traceback (most recent call last):\n  File \"session.py\", line 98, in open_session\n"
+            "cxr_infer.session.DeviceError: --device cuda: CUDAExecutionProvider could not be initialised on this host\n")
+    assert actor_failure(RuntimeError(text)) == "DeviceError: --device cuda: CUDAExecutionProvider could not be initialised on this host"
+    assert actor_failure(RuntimeError("actor gone\nno more")) == "actor gone"
