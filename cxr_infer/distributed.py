@@ -37,7 +37,7 @@ import numpy as np
 
 from cxr_infer import errors
 from cxr_infer.api import Classifier, Prediction
-from cxr_infer.cli import OverlayNames, RunOptions, UsageFailure, local_results
+from cxr_infer.cli import OverlayNames, Result, RunOptions, UsageFailure, local_results
 from cxr_infer.errors import error_text
 from cxr_infer.inputs import Input
 from cxr_infer.readers import quiet_decoder_warnings
@@ -47,7 +47,6 @@ BLOCK_INPUTS = 512  # inputs per Ray block: the unit an actor takes at a time
 FETCH_THREADS = 16  # URI downloads at once per actor (waiting on storage, not on the CPU)
 URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 
-Result = tuple[Input, Prediction, dict[str, Any]]
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,7 @@ def roc_svg(curves: Mapping[str, tuple[list[float], list[float]] | None], aucs: 
     axes.plot([0, 1], [0, 1], linestyle=(0, (3, 3)), color=MUTED, linewidth=0.8)
     for name, curve in curves.items():
         if curve is not None:
-            axes.plot(*curve, color=colors[name], linewidth=1.6, label=f"{name}  AUC {aucs[name]:.3f}")
+            axes.plot(*curve, color=colors[name], linewidth=1.6, label=f"{_literal(name)}  AUC {aucs[name]:.3f}")
     if axes.get_legend_handles_labels()[0]:
         axes.legend(loc="lower right", frameon=False, fontsize=8, handlelength=1.4)
     return _svg(figure, "roc")
@@ -79,3 +79,10 @@ def _svg(figure, salt: str) -> str:
         figure.savefig(buffer, format="svg", metadata={"Date": None}, transparent=True)
     text = buffer.getvalue()
     return text[text.index("<svg") :]
+
+
+def _literal(text: str) -> str:
+    """A class name as matplotlib shows it verbatim: ``$`` would start mathtext, and a legend
+    label starting with ``_`` would be hidden."""
+    text = text.replace("$", r"\$")
+    return f"\u200b{text}" if text.startswith("_") else text

@@ -179,3 +179,15 @@ def test_without_explain_the_page_shows_thumbnails_and_no_overlay_column(tmp_pat
     page = Page(html)
     assert len(page.rows) == 4 and len(page.images) == 4 and all(src.startswith("thumbnails/") for src in page.images)
     assert "Grad-CAM" not in html and page.svgs == 0  # no overlays, no labels: no plots
+
+
+def test_every_class_has_its_roc_legend_entry_whatever_its_name():
+    """matplotlib hides a legend label starting with '_' and reads '$...$' as mathtext: a model's
+    class names are shown verbatim (each colour drawn twice: the curve and its legend line)."""
+    from cxr_infer.report.plots import class_colors, roc_svg
+
+    classes = ["_other", "cost $5$"]
+    colors = class_colors(classes)
+    curve = (np.array([0.0, 0.5, 1.0]), np.array([0.0, 0.7, 1.0]))
+    svg = roc_svg({name: curve for name in classes}, {name: 0.8 for name in classes}, colors)
+    assert [svg.count(colors[name]) for name in classes] == [2, 2]
