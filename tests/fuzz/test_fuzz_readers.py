@@ -7,6 +7,7 @@ documented long run (``-runs=1000000``) is in the harness's docstring and the cl
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import sys
@@ -36,4 +37,5 @@ def test_a_short_fuzz_run_finds_nothing(tmp_path) -> None:
         capture_output=True, text=True, timeout=600, cwd=tmp_path,
     )  # fmt: skip
     assert run.returncode == 0, run.stderr[-3000:]
-    assert "Done 3000 runs" in run.stderr
+    done = re.search(r"^Done (\d+) runs", run.stderr, flags=re.MULTILINE)  # libFuzzer may overshoot -runs a little
+    assert done is not None and int(done.group(1)) >= 3000, run.stderr[-3000:]
