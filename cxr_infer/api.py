@@ -105,9 +105,9 @@ class Classifier:
         self.info = info
         self.gate = check_mode(gate)
         self._gate_model = gate_model
-        self._device, self._threads = device, threads
+        self._device, self._split = device, split_threads(threads)
         self._readers = available_readers()
-        self._pool = ThreadPoolExecutor(max_workers=split_threads(threads).workers, thread_name_prefix="cxr-worker")
+        self._pool = ThreadPoolExecutor(max_workers=self._split.workers, thread_name_prefix="cxr-worker")
 
     @classmethod
     def load(
@@ -192,7 +192,7 @@ class Classifier:
         target = self._explain_target(explain, explain_class)
         mode = check_mode(gate or self.gate)
         if mode != "off" and self._gate_model is None:
-            self._gate_model = GateModel.load(None, self._device, split_threads(self._threads).intra_op)
+            self._gate_model = GateModel.load(None, self._device, self._split.intra_op)
         return stream(
             enumerate(images),
             lambda numbered: self._load(numbered, mode != "off", decode_long_side),

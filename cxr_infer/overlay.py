@@ -88,12 +88,8 @@ def render_overlay(gray: np.ndarray, heatmap: np.ndarray, label: str, probabilit
     is resized to the image. The colour weight follows the heat, so cold regions stay readable.
     With ``long_side`` > 0 an image whose long side is longer is drawn scaled down to it.
     """
-    base = to_display(gray)
+    base = shrink_to(to_display(gray), long_side)
     height, width = base.shape
-    if 0 < long_side < max(height, width):
-        scale = long_side / max(height, width)
-        height, width = max(1, round(height * scale)), max(1, round(width * scale))
-        base = cv2.resize(base, (width, height), interpolation=cv2.INTER_AREA)
     heat = np.asarray(heatmap, dtype=np.float32)
     if heat.shape != base.shape:
         heat = cv2.resize(heat, (width, height), interpolation=cv2.INTER_LINEAR)
@@ -101,6 +97,16 @@ def render_overlay(gray: np.ndarray, heatmap: np.ndarray, label: str, probabilit
     overlay = np.take(_blend_table(), (level.astype(np.uint16) << 8) | base, axis=0)
     _draw_legend(overlay, f"{label} {probability:.1%}")
     return overlay
+
+
+def shrink_to(image: np.ndarray, long_side: int) -> np.ndarray:
+    """``image`` scaled down (area interpolation) so its long side is at most ``long_side``;
+    0, or an image already that small, comes back unchanged: never enlarged."""
+    height, width = image.shape[:2]
+    if not 0 < long_side < max(height, width):
+        return image
+    scale = long_side / max(height, width)
+    return cv2.resize(image, (max(1, round(width * scale)), max(1, round(height * scale))), interpolation=cv2.INTER_AREA)
 
 
 @cache

@@ -12,14 +12,13 @@ import threading
 from collections.abc import Callable
 from pathlib import Path, PurePath
 
-import cv2
 import numpy as np
 
-from cxr_infer.overlay import to_display
+from cxr_infer.overlay import OverlayStyle, shrink_to, to_display, write_overlay
 from cxr_infer.preprocess import to_gray
 
 SIDE = 192  # pixels on the long side: sharp at 64 px on a 3x screen, and in the page's 3x hover zoom
-JPEG_QUALITY = 82
+STYLE = OverlayStyle(SIDE, "jpg", 82)  # thumbnail files: written as overlay files are, JPEG quality 82
 RESIZABLE = (np.uint8, np.uint16, np.float32)  # dtypes cv2.resize takes; others are converted first
 
 
@@ -28,21 +27,7 @@ def thumbnail(image: np.ndarray, side: int = SIDE) -> np.ndarray:
     gray = to_gray(np.asarray(image))
     if gray.dtype not in RESIZABLE:
         gray = gray.astype(np.float32)
-    height, width = gray.shape
-    scale = side / max(height, width)
-    if scale < 1:
-        size = (max(1, round(width * scale)), max(1, round(height * scale)))
-        gray = cv2.resize(gray, size, interpolation=cv2.INTER_AREA)
-    return to_display(gray)
-
-
-def write_jpeg(path: Path, image: np.ndarray, quality: int = JPEG_QUALITY) -> None:
-    """Write a JPEG, creating parent folders; the error names the file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    ok, encoded = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, quality])
-    if not ok:
-        raise OSError(f"{path}: JPEG encoding failed")
-    encoded.tofile(path)
+    return to_display(shrink_to(gray, side))
 
 
 class Thumbnails:
@@ -63,7 +48,7 @@ class Thumbnails:
 
         def thumbnail_annotator(prediction, image: np.ndarray) -> dict:
             path = self.folder / name_of(prediction.source).with_suffix(".jpg")
-            write_jpeg(path, thumbnail(image))
+            write_overlay(path, thumbnail(image), STYLE)
             with self._lock:
                 self._written[prediction.source] = path
             return {}
