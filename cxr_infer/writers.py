@@ -133,10 +133,16 @@ def is_number_column(name: str) -> bool:
     return name.startswith("prob_") or name == "gate_score"
 
 
+def utf8_text(value: Any) -> str:
+    """``value`` as text that encodes as UTF-8: a file name's undecodable bytes (surrogates)
+    appear as ``\\udcXX``, as the CSV writer writes them."""
+    return str(value).encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def _parquet_cell(value: Any, number: bool) -> Any:
     if number:
         return None if value == "" else float(value)
-    return str(value).encode("utf-8", "backslashreplace").decode("utf-8")
+    return utf8_text(value)
 
 
 @hookimpl

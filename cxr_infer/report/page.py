@@ -18,6 +18,7 @@ from typing import Any
 
 from cxr_infer.errors import error_kind
 from cxr_infer.report.thumbnails import Thumbnails
+from cxr_infer.writers import utf8_text
 
 REPORT_FILE = "report.html"
 THUMBNAILS = "thumbnails"
@@ -74,7 +75,7 @@ class Report:
         return path
 
     def _view(self, index: int, row: Mapping[str, Any]) -> RowView:
-        path = shown(str(row["path"]))
+        path = utf8_text(row["path"])
         probabilities = tuple(_number(row.get(f"prob_{c}")) for c in self.classes)
         known = [p for p in probabilities if p is not None]
         true_label, label = str(row.get("true_label") or ""), str(row.get("label") or "")
@@ -94,8 +95,8 @@ class Report:
             wrong=bool(true_label and label and true_label != label),
             gate=str(row.get("gate") or ""),
             gate_score=_fixed(row.get("gate_score")),
-            gate_reason=shown(str(row.get("gate_reason") or "")),
-            error=shown(str(row.get("error") or "")),
+            gate_reason=utf8_text(row.get("gate_reason") or ""),
+            error=utf8_text(row.get("error") or ""),
             error_kind=error_kind(row.get("error")) or "",
         )
 
@@ -133,11 +134,6 @@ def relative_url(target: str | os.PathLike[str], base: Path) -> str:
     """``target`` as a URL relative to the folder ``base`` (percent-encoded, any file name)."""
     relative = os.path.relpath(os.path.abspath(target), os.path.abspath(base))
     return urllib.parse.quote(os.fsencode(relative.replace(os.sep, "/")), safe="/")
-
-
-def shown(text: str) -> str:
-    """Text that encodes as UTF-8: a name's undecodable bytes (surrogates) appear as ``\\udcXX``."""
-    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def _fixed(value: Any, digits: int = 2) -> str:
